@@ -1,0 +1,44 @@
+# Developer entry points. Everything runs from a virtual environment in .venv, created on
+# first use from pyproject.toml (and re-installed when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest bench bench-quick fmt clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make test: lint, type-check and run the whole test suite
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## make bench: the full benchmarks; rewrites docs/benchmarks.md
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+## make bench-quick: the same at a tenth of the size, for development (prints, writes nothing)
+bench-quick: $(STAMP)
+	$(BIN)/python -m tests.bench.run --quick
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info

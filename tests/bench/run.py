@@ -1,0 +1,44 @@
+"""Run the benchmarks and write docs/benchmarks.md (``make bench``).
+
+``--quick`` runs each at a small size and only prints; ``--only NAME`` runs one benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from tests.bench import machine
+
+BENCHMARKS = ["sensors_load"]
+OUTPUT = Path(__file__).parents[2] / "docs" / "benchmarks.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes; print, do not write")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append")
+    args = parser.parse_args()
+    sections = []
+    for name in args.only or BENCHMARKS:
+        print(f"== {name}", flush=True)
+        module = importlib.import_module(f"tests.bench.{name}")
+        sections.append(module.run(quick=args.quick))
+    document = "\n\n".join(
+        [
+            "# Benchmarks",
+            "Written by `make bench`; every figure below comes from one run of it.",
+            "## Machine\n\n" + machine.describe(),
+            *sections,
+        ]
+    )
+    if args.quick:
+        print(document)
+    else:
+        OUTPUT.write_text(document + "\n")
+        print(f"wrote {OUTPUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Migrations: up, down to nothing, up again; the models and the migrated schema agree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from tests.conftest import TABLES, VIEWS
+from transcriber import migrate
+from transcriber.db import make_engine
+from transcriber.schema import Base
+
+
+def _objects(url: str) -> tuple[set[str], set[str]]:
+    engine = make_engine(url)
+    try:
+        inspector = inspect(engine)
+        return set(inspector.get_table_names()), set(inspector.get_view_names())
+    finally:
+        engine.dispose()
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TRANSCRIBER_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "transcriber", "db", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_cli_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
+    done = _cli(empty_db_url, "upgrade")
+    assert done.returncode == 0, done.stderr
+    tables, views = _objects(empty_db_url)
+    assert tables >= TABLES
+    assert views == VIEWS
+    assert "0001" in _cli(empty_db_url, "current").stdout
+
+    done = _cli(empty_db_url, "downgrade", "base")
+    assert done.returncode == 0, done.stderr
+    tables, views = _objects(empty_db_url)
+    assert tables <= {"alembic_version"}, f"left behind: {tables}"
+    assert views == set()
+    assert "base" in _cli(empty_db_url, "current").stdout
+
+    done = _cli(empty_db_url, "upgrade")
+    assert done.returncode == 0, done.stderr
+    tables, views = _objects(empty_db_url)
+    assert tables >= TABLES
+    assert views == VIEWS
+
+
+def test_models_match_migrated_schema(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_name": migrate.include_name,
+                },
+            )
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_unmigrated_database_gets_a_clear_error(empty_db_url: str) -> None:
+    env = {**os.environ, "TRANSCRIBER_DATABASE_URL": empty_db_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "transcriber", "sensors", "demo-data", "--days", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "run `transcriber db upgrade` first" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_database_gets_a_clear_error() -> None:
+    done = _cli("postgresql+psycopg://nobody:secret@127.0.0.1:1/none", "upgrade")
+    assert done.returncode == 1
+    assert "cannot use the database postgresql+psycopg://nobody:***@127.0.0.1:1/none" in (
+        done.stderr
+    )
+    assert "secret" not in done.stderr
+    assert "Traceback" not in done.stderr

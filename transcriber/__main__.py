@@ -1,0 +1,5 @@
+"""``python -m transcriber`` is the ``transcriber`` command."""
+
+from transcriber.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""Settings: the one place that reads the environment.
+
+Every option is an environment variable with the prefix ``TRANSCRIBER_`` (or a line in a
+``.env`` file in the working directory). Read them through :func:`get_settings`, which
+builds the object once per process; tests build their own :class:`Settings` instead.
+AWS credentials are deliberately absent: boto3 finds them through its own chain
+(environment, profile, instance role), so they never pass through our settings or logs.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+ComputeType = Literal[
+    "auto",
+    "default",
+    "int8",
+    "int8_float16",
+    "int8_float32",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+]
+Channels = Literal["mix", "split"]
+
+#: Fields a KEY_PATTERN may name; ``recorded_at`` is parsed as ISO 8601 (basic or extended).
+KEY_PATTERN_FIELDS = frozenset({"facility", "sensor", "recorded_at", "ext", "name"})
+
+
+class Settings(BaseSettings):
+    """All configuration of the service. Field names map to ``TRANSCRIBER_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRANSCRIBER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        # URLs may carry passwords: error messages quote values through redact_url only.
+        hide_input_in_errors=True,
+    )
+
+    database_url: str = "sqlite:///./var/transcriber.db"
+    """SQLAlchemy URL of the database. PostgreSQL in production
+    (``postgresql+psycopg://user@host/db``); the default is a SQLite file under ``./var/``."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker URL (Redis)."""
+
+    s3_endpoint_url: str = ""
+    """S3 endpoint; empty means AWS. Set it for MinIO, moto or another S3-compatible store."""
+
+    s3_bucket: str = "transcriber-audio"
+    """Bucket that receives the audio."""
+
+    s3_prefix: str = ""
+    """Only keys under this prefix are transcribed."""
+
+    sqs_queue_url: str = ""
+    """SQS queue that gets the bucket's ObjectCreated notifications (``transcriber watch``)."""
+
+    model: str = "tiny.en"
+    """Whisper model: ``tiny.en`` (bundled), ``base``, ``small``, a faster-whisper hub name,
+    or a local CTranslate2 model directory."""
+
+    device: Device = "auto"
+    """``auto`` uses CUDA when CTranslate2 sees a GPU, else the CPU."""
+
+    compute_type: ComputeType = "auto"
+    """CTranslate2 compute type; ``auto`` is float16 on GPU and int8 on CPU."""
+
+    beam_size: int = Field(default=5, ge=1, le=20)
+    """Beam size for decoding."""
+
+    vad_filter: bool = True
+    """Skip non-speech with the Silero VAD before decoding."""
+
+    word_timestamps: bool = True
+    """Store per-word timings in ``transcript_words``."""
+
+    language: str = ""
+    """Language code (``en``, ``de``, …); empty means detect per file."""
+
+    channels: Channels = "mix"
+    """``mix`` averages channels; ``split`` transcribes each channel on its own."""
+
+    max_audio_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Larger objects fail with ``error_category=too_large`` before any download."""
+
+    max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
+    """Longer audio fails with ``error_category=too_long``; never decoded past this."""
+
+    key_pattern: str = "{facility}/{sensor}/{recorded_at}.{ext}"
+    """How object keys map to facility, sensor and recording time (after ``S3_PREFIX``)."""
+
+    auto_register_sensors: bool = False
+    """Create unknown facility and sensor codes met in keys or metadata instead of only
+    keeping them in ``audio_objects.metadata``."""
+
+    queue: str = "transcribe"
+    """Celery queue the transcription tasks go to."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    """Attempts before a job is marked failed."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        backend = scheme.split("+", 1)[0]
+        if backend not in {"sqlite", "postgresql"}:
+            raise ValueError(
+                f"must be a sqlite:/// or postgresql+psycopg:// URL, got {redact_url(value)!r}"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"redis", "rediss", "amqp", "amqps", "sqs", "memory"}:
+            raise ValueError(
+                f"must be a redis://, amqp:// or sqs:// URL, got {redact_url(value)!r}"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url", "sqs_queue_url")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        if value and (
+            urlsplit(value).scheme not in {"http", "https"} or not urlsplit(value).netloc
+        ):
+            raise ValueError(f"must be empty or an http(s):// URL, got {value!r}")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", value):
+            raise ValueError(f"is not a valid S3 bucket name: {value!r}")
+        return value
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _check_key_pattern(cls, value: str) -> str:
+        names = set(re.findall(r"{([^{}]*)}", value))
+        unknown = names - KEY_PATTERN_FIELDS
+        if unknown:
+            raise ValueError(
+                f"names unknown fields {sorted(unknown)}; allowed: {sorted(KEY_PATTERN_FIELDS)}"
+            )
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z]{2,3}", value):
+            raise ValueError(f"must be empty or a language code such as 'en', got {value!r}")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _check_queue(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+            raise ValueError(f"must be a plain queue name, got {value!r}")
+        return value
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print or log: any password replaced by ``***``."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

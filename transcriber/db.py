@@ -1,0 +1,83 @@
+"""Engine and session factories.
+
+Engines are built on first use, once per process and URL (never at import time), because a
+Celery worker forks its children after start-up and a connection pool must not cross a fork.
+Code that owns its own engine (tests, benchmarks, one-off scripts) calls :func:`make_engine`
+and disposes it itself.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from transcriber.config import get_settings
+
+_lock = threading.Lock()
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """A new engine for ``url``, set up the way this project needs it.
+
+    SQLite gets foreign keys enforced, WAL journaling (readers never block the writer) and a
+    busy timeout, and the directory of its file is created. PostgreSQL connections run in UTC
+    so that timestamps print the same for every user of the database.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("connect_args", {}).setdefault("options", "-c timezone=UTC")
+        return create_engine(url, **kwargs)
+    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The shared engine for ``url`` (default: the configured database) in this process."""
+    url = url or get_settings().database_url
+    key = (os.getpid(), url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every shared engine's pool (at shutdown, or in a child after a fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on any error."""
+    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    with factory.begin() as session:
+        yield session

@@ -1,0 +1,1 @@
+"""The Celery shell around :mod:`transcriber` (``celery -A workers worker``)."""
