@@ -9,6 +9,8 @@ answers, the PostgreSQL tests skip, except when ``TEST_REQUIRE_SERVICES=1`` (set
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from sqlalchemy.engine import make_url
 from transcriber import migrate
 from transcriber.config import get_settings
 from transcriber.db import make_engine
+from transcriber.schema import Base
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -39,6 +42,17 @@ TABLES = {
     "transcript_words",
 }
 VIEWS = {"segment_readings", "latest_transcripts"}
+
+
+def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``transcriber ARGS`` as a user would, against the database at ``url``."""
+    return subprocess.run(
+        [sys.executable, "-m", "transcriber", *args],
+        env={**os.environ, "TRANSCRIBER_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def _postgres_unavailable() -> str | None:
@@ -132,17 +146,8 @@ def db(migrated_db_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         with engine.begin() as conn:
-            for table in (
-                "transcript_words",
-                "transcript_segments",
-                "transcripts",
-                "transcription_jobs",
-                "audio_objects",
-                "sensor_readings",
-                "sensors",
-                "facilities",
-            ):
-                conn.execute(text(f"DELETE FROM {table}"))
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
         engine.dispose()
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from tests.conftest import TABLES, VIEWS
+from tests.conftest import TABLES, VIEWS, run_cli
 from transcriber import migrate
 from transcriber.db import make_engine
 from transcriber.schema import Base
@@ -26,14 +24,7 @@ def _objects(url: str) -> tuple[set[str], set[str]]:
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRANSCRIBER_DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "transcriber", "db", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_cli(url, "db", *args)
 
 
 def test_cli_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
@@ -78,14 +69,7 @@ def test_models_match_migrated_schema(empty_db_url: str) -> None:
 
 
 def test_unmigrated_database_gets_a_clear_error(empty_db_url: str) -> None:
-    env = {**os.environ, "TRANSCRIBER_DATABASE_URL": empty_db_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "transcriber", "sensors", "demo-data", "--days", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli(empty_db_url, "sensors", "demo-data", "--days", "1")
     assert done.returncode == 1
     assert "run `transcriber db upgrade` first" in done.stderr
     assert "Traceback" not in done.stderr

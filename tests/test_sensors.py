@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from tests.conftest import run_cli
 from transcriber import demo_data
 from transcriber.schema import Facility, Sensor, SensorReading
 from transcriber.sensors import SensorDataError, load_files
@@ -132,6 +130,7 @@ def test_bad_row_in_the_middle_loads_nothing_and_names_the_line(db: Engine, tmp_
         ("f.csv", "code,name\nx,\n", "line 2: name is empty"),
         ("f.csv", "code,name,colour\nx,X,red\n", "line 1: unknown columns ['colour']"),
         ("f.csv", "", "the file is empty"),
+        ("f.csv", "code,name,name\nx,X,Y\n", "line 1: a column name appears twice"),
         ("f.csv", "what,is,this\n1,2,3\n", "header matches no known file"),
         ("s.csv", "facility,code,kind,unit\nnowhere,PT-9,pressure,kPa\n", "unknown facility"),
         (
@@ -204,16 +203,6 @@ def test_non_utf8_file_is_refused(db: Engine, tmp_path: Path) -> None:
         load_files(db, [path])
 
 
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "transcriber", *args],
-        env={**os.environ, "TRANSCRIBER_DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_cli_reports_the_bad_line_and_exits_non_zero(
     db: Engine, migrated_db_url: str, tmp_path: Path
 ) -> None:
@@ -222,13 +211,13 @@ def test_cli_reports_the_bad_line_and_exits_non_zero(
         _write(tmp_path, "s.csv", SENSORS),
         _write(tmp_path, "r.csv", _readings_csv(100, bad_line=51, bad_value="1,5")),
     ]
-    done = _cli(migrated_db_url, "sensors", "load", *map(str, paths))
+    done = run_cli(migrated_db_url, "sensors", "load", *map(str, paths))
     assert done.returncode == 1
     assert "r.csv, line 51: expected 4 fields, found 5. Nothing was loaded." in done.stderr
     assert "Traceback" not in done.stderr
     assert _counts(db) == (0, 0, 0)
 
-    done = _cli(migrated_db_url, "sensors", "load", *map(str, paths[:2]))
+    done = run_cli(migrated_db_url, "sensors", "load", *map(str, paths[:2]))
     assert done.returncode == 0, done.stderr
     assert "loaded 2 facilities, 2 sensors and 0 readings" in done.stderr
 

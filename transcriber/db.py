@@ -1,4 +1,4 @@
-"""Engine and session factories.
+"""Engine factories: one shared engine per process and URL, or a private one.
 
 Engines are built on first use, once per process and URL (never at import time), because a
 Celery worker forks its children after start-up and a connection pool must not cross a fork.
@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from transcriber.config import get_settings
 
@@ -65,19 +62,3 @@ def get_engine(url: str | None = None) -> Engine:
         if engine is None:
             engine = _engines[key] = make_engine(url)
         return engine
-
-
-def dispose_engines() -> None:
-    """Close every shared engine's pool (at shutdown, or in a child after a fork)."""
-    with _lock:
-        for engine in _engines.values():
-            engine.dispose(close=False)
-        _engines.clear()
-
-
-@contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on any error."""
-    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
-    with factory.begin() as session:
-        yield session

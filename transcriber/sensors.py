@@ -74,6 +74,8 @@ class LoadResult:
 def detect_kind(path: Path, header: list[str]) -> FileKind:
     """Which of the three shapes a header row describes."""
     names = {name.strip() for name in header}
+    if len(names) != len(header):
+        raise SensorDataError(path, 1, f"a column name appears twice in the header {header}")
     for kind in ("readings", "sensors", "facilities"):
         required, optional = COLUMNS[kind]
         if required <= names:
