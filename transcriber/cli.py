@@ -33,6 +33,7 @@ def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
         from sqlalchemy.exc import OperationalError
 
         from transcriber.config import get_settings, redact_url
+        from transcriber.errors import TranscriberError
         from transcriber.migrate import NotMigrated
         from transcriber.sensors import SensorDataError
 
@@ -52,6 +53,8 @@ def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise click.ClickException(str(exc)) from exc
         except SensorDataError as exc:
             raise click.ClickException(f"{exc}. Nothing was loaded.") from exc
+        except TranscriberError as exc:
+            raise click.ClickException(f"{exc} ({exc.category})") from exc
 
     return wrapper
 
@@ -211,3 +214,136 @@ def sensors_demo_data(days: int, start: datetime | None, seed: int, out: Path | 
             f"anomaly: {anomaly.facility}/{anomaly.sensor} {anomaly.description}, "
             f"{at.isoformat()} for {anomaly.minutes} min"
         )
+
+
+# --- transcription ------------------------------------------------------------------------
+
+_FORMAT_CHOICE = click.Choice(["txt", "srt", "vtt", "json", "tsv"])
+
+
+@main.command("transcribe")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=_FORMAT_CHOICE, default="txt", show_default=True)
+@click.option("--model", help="Model name or directory (default: TRANSCRIBER_MODEL).")
+@click.option(
+    "--channels", type=click.Choice(["mix", "split"]), help="Default: TRANSCRIBER_CHANNELS."
+)
+@click.option(
+    "--language", help="Language code such as en; default: TRANSCRIBER_LANGUAGE or detect."
+)
+@click.option("--words", is_flag=True, help="Include word timings (JSON).")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write FILE.<format> here for each input instead of printing.",
+)
+@_friendly_errors
+def transcribe_files(
+    files: tuple[Path, ...],
+    fmt: str,
+    model: str | None,
+    channels: str | None,
+    language: str | None,
+    words: bool,
+    output_dir: Path | None,
+) -> None:
+    """Transcribe local audio FILES with no services at all (no database, bucket or queue).
+
+    Prints the transcripts (JSON: one list with an entry per file), or writes them to
+    --output-dir. Exits with status 1 when any file failed; each failure is reported with
+    its reason.
+    """
+    import json
+
+    from transcriber.config import get_settings
+    from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe_file
+    from transcriber.errors import TranscriberError
+    from transcriber.export import render, to_json_dict
+
+    settings = get_settings()
+    overrides = {"model": model} if model else {}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    option_overrides: dict[str, Any] = {}
+    if channels:
+        option_overrides["channels"] = channels
+    if language is not None:
+        option_overrides["language"] = language or None
+    options = TranscribeOptions.from_settings(settings, **option_overrides)
+    loaded = get_model(EngineConfig.from_settings(settings))
+    entries: list[dict[str, Any]] = []
+    failures = 0
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("transcribing", total=len(files))
+        for path in files:
+            progress.update(task, description=f"transcribing {path.name}")
+            try:
+                result = transcribe_file(path, options, loaded, settings)
+            except TranscriberError as exc:
+                failures += 1
+                err.print(f"{path}: {exc} ({exc.category})", style="red", markup=False)
+                entries.append(
+                    {"file": str(path), "error": str(exc), "error_category": exc.category}
+                )
+            else:
+                if fmt == "json":
+                    entries.append(
+                        {"file": str(path), "error": None, **to_json_dict(result, words=words)}
+                    )
+                else:
+                    text = render(result, fmt, words=words)  # type: ignore[arg-type]
+                    _emit(path, fmt, text, output_dir, many=len(files) > 1)
+            progress.advance(task)
+    if fmt == "json":
+        document = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
+        if output_dir:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "transcripts.json").write_text(document, encoding="utf-8")
+        else:
+            click.echo(document, nl=False)
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} files failed")
+
+
+def _emit(path: Path, fmt: str, text: str, output_dir: Path | None, *, many: bool) -> None:
+    if output_dir:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / f"{path.stem}.{fmt}").write_text(text, encoding="utf-8")
+    else:
+        if many:
+            click.echo(f"==> {path} <==")
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command("export")
+@click.argument("job_id", type=int)
+@click.option("--format", "fmt", type=_FORMAT_CHOICE, default="srt", show_default=True)
+@click.option("--words", is_flag=True, help="Include word timings (JSON).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@_friendly_errors
+def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
+    """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv."""
+    from sqlalchemy.orm import Session
+
+    from transcriber.db import get_engine
+    from transcriber.export import render
+    from transcriber.migrate import require_migrated
+    from transcriber.normalize import load_transcription
+
+    engine = get_engine()
+    require_migrated(engine)
+    with Session(engine) as session:
+        result = load_transcription(session, job_id)
+    if result is None:
+        raise click.ClickException(f"job {job_id} has no transcript (yet)")
+    text = render(result, fmt, words=words)  # type: ignore[arg-type]
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=not text.endswith("\n"))

@@ -72,11 +72,21 @@ class Settings(BaseSettings):
     """Whisper model: ``tiny.en`` (bundled), ``base``, ``small``, a faster-whisper hub name,
     or a local CTranslate2 model directory."""
 
+    model_cache_dir: str = "./var/models"
+    """Where the multilingual models' split ``model.bin`` parts are joined (once)."""
+
     device: Device = "auto"
     """``auto`` uses CUDA when CTranslate2 sees a GPU, else the CPU."""
 
     compute_type: ComputeType = "auto"
     """CTranslate2 compute type; ``auto`` is float16 on GPU and int8 on CPU."""
+
+    cpu_threads: int = Field(default=0, ge=0)
+    """CTranslate2 threads per model on CPU; 0 divides the machine's cores among the worker's
+    processes."""
+
+    batch_size: int = Field(default=16, ge=1, le=256)
+    """Batch size of the batched inference pipeline (used on GPU)."""
 
     beam_size: int = Field(default=5, ge=1, le=20)
     """Beam size for decoding."""
@@ -89,6 +99,13 @@ class Settings(BaseSettings):
 
     language: str = ""
     """Language code (``en``, ``de``, …); empty means detect per file."""
+
+    initial_prompt: str = Field(default="", max_length=1000)
+    """Text that primes the decoder (spelling of names, style); empty for none."""
+
+    hotwords: str = Field(default="", max_length=1000)
+    """Words to favour while decoding. Empty: the facility's name and its sensors' codes and
+    descriptions, for audio placed at a facility."""
 
     channels: Channels = "mix"
     """``mix`` averages channels; ``split`` transcribes each channel on its own."""
