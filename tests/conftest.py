@@ -13,16 +13,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from transcriber import migrate
 from transcriber.config import get_settings
 from transcriber.db import make_engine
-from transcriber.schema import Base
+from transcriber.schema import AudioObject, Base, TranscriptionJob
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -53,6 +55,26 @@ def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+def create_job(engine: Engine, recorded_at: datetime, key: str = "plant/PT-1/note.wav") -> int:
+    """An audio object with one queued job; returns the job's id."""
+    with Session(engine) as session, session.begin():
+        audio = AudioObject(
+            bucket="audio",
+            key=key,
+            etag="etag",
+            size_bytes=1000,
+            recorded_at=recorded_at,
+            recorded_at_source="key",
+            meta={},
+        )
+        session.add(audio)
+        session.flush()
+        job = TranscriptionJob(audio_object_id=audio.id, status="queued", options={})
+        session.add(job)
+        session.flush()
+        return job.id
 
 
 def _postgres_unavailable() -> str | None:

@@ -9,10 +9,13 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from tests.conftest import create_job
+from transcriber.config import Settings
 from transcriber.normalize import (
     HOTWORDS_MAX_CHARS,
     facility_hotwords,
     load_transcription,
+    options_for_audio,
     save_transcription,
 )
 from transcriber.results import Segment, Transcription, Word
@@ -72,22 +75,7 @@ RESULT = Transcription(
 
 
 def _job(engine: Engine) -> int:
-    with Session(engine) as session, session.begin():
-        audio = AudioObject(
-            bucket="b",
-            key="plant/PT-1/20260504T083000Z.wav",
-            etag="e",
-            size_bytes=10,
-            recorded_at=RECORDED_AT,
-            recorded_at_source="key",
-            meta={},
-        )
-        session.add(audio)
-        session.flush()
-        job = TranscriptionJob(audio_object_id=audio.id, status="running", options={})
-        session.add(job)
-        session.flush()
-        return job.id
+    return create_job(engine, RECORDED_AT)
 
 
 def _save(engine: Engine, job_id: int, result: Transcription) -> int:
@@ -203,3 +191,21 @@ def test_facility_hotwords_name_codes_and_descriptions_bounded(db: Engine) -> No
     last = words.split(", ")[-1]
     assert last.startswith(("XT-", "Very long description of auxiliary transmitter number"))
     assert last[-1].isdigit()  # cut between terms, never inside one
+
+
+def test_audio_at_a_facility_gets_its_vocabulary_as_hotwords(db: Engine) -> None:
+    job_id = _job(db)
+    with Session(db) as session, session.begin():
+        plant = Facility(code="east", name="East Works")
+        session.add(plant)
+        session.flush()
+        session.add(Sensor(facility_id=plant.id, code="FT-7", kind="flow", unit="m3/h"))
+        audio_id = session.get_one(TranscriptionJob, job_id).audio_object_id
+        assert options_for_audio(session, audio_id, Settings()).hotwords is None  # no facility
+        session.get_one(AudioObject, audio_id).facility_id = plant.id
+        session.flush()
+        assert options_for_audio(session, audio_id, Settings()).hotwords == "East Works, FT-7"
+        # Hotwords set in the settings win over the facility's.
+        chosen = options_for_audio(session, audio_id, Settings(hotwords="Tag 12"))
+        assert chosen.hotwords == "Tag 12"
+        assert chosen.beam_size == Settings().beam_size

@@ -14,11 +14,10 @@ import webvtt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from tests.conftest import run_cli
+from tests.conftest import create_job, run_cli
 from transcriber.config import Settings
 from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe_file
 from transcriber.normalize import save_transcription
-from transcriber.schema import AudioObject, TranscriptionJob
 
 DATA = Path(__file__).parent / "data"
 # The project must never need the network: this runs the CLI with every connection refused.
@@ -117,23 +116,9 @@ def test_export_a_stored_transcript_as_srt(
         get_model(EngineConfig.from_settings(settings)),
         settings,
     )
+    job_id = create_job(db, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), key="k.flac")
     with Session(db) as session, session.begin():
-        audio = AudioObject(
-            bucket="b",
-            key="k.flac",
-            etag="e",
-            size_bytes=1,
-            recorded_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-            recorded_at_source="key",
-            meta={},
-        )
-        session.add(audio)
-        session.flush()
-        job = TranscriptionJob(audio_object_id=audio.id, status="succeeded", options={})
-        session.add(job)
-        session.flush()
-        save_transcription(session, job.id, result)
-        job_id = job.id
+        save_transcription(session, job_id, result)
     target = tmp_path / "job.srt"
     done = run_cli(migrated_db_url, "export", str(job_id), "--format", "srt", "-o", str(target))
     assert done.returncode == 0, done.stderr

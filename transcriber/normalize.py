@@ -7,12 +7,15 @@ twice (a redelivered message, a retry) still ends with exactly one transcript.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from transcriber.config import Settings
+from transcriber.engine import TranscribeOptions
 from transcriber.results import Segment, Transcription, Word
 from transcriber.schema import (
     AudioObject,
@@ -60,6 +63,22 @@ def facility_hotwords(session: Session, facility_id: int, limit: int = HOTWORDS_
         chosen.append(term)
         length += len(term) + 2
     return ", ".join(chosen)
+
+
+def options_for_audio(
+    session: Session, audio_object_id: int, settings: Settings
+) -> TranscribeOptions:
+    """The options to transcribe one audio object with: the configured ones, and for audio
+    placed at a facility (with no ``TRANSCRIBER_HOTWORDS`` set) the facility's vocabulary."""
+    options = TranscribeOptions.from_settings(settings)
+    if options.hotwords:
+        return options
+    facility_id = session.scalar(
+        select(AudioObject.facility_id).where(AudioObject.id == audio_object_id)
+    )
+    if facility_id is None:
+        return options
+    return replace(options, hotwords=facility_hotwords(session, facility_id) or None)
 
 
 def save_transcription(session: Session, job_id: int, result: Transcription) -> int:
