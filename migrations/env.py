@@ -57,6 +57,11 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch mode rebuilds a table by copy, drop and rename; with foreign keys
+                # enforced, the drop would cascade into every table that refers to it.
+                connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                connection.commit()
             _configure_and_run(connection)
     finally:
         engine.dispose()

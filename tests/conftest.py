@@ -63,7 +63,7 @@ def create_job(engine: Engine, recorded_at: datetime, key: str = "plant/PT-1/not
         audio = AudioObject(
             bucket="audio",
             key=key,
-            etag="etag",
+            etag=uuid.uuid4().hex,
             size_bytes=1000,
             recorded_at=recorded_at,
             recorded_at_source="key",
@@ -98,6 +98,27 @@ def postgres_server() -> str:
             pytest.fail(problem + " (TEST_REQUIRE_SERVICES=1)")
         pytest.skip(problem)
     return POSTGRES_URL
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The URL of a reachable Redis server (skip, or fail in CI, without one)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        problem = f"Redis at {REDIS_URL} is not reachable: {exc}"
+        if REQUIRE_SERVICES:
+            pytest.fail(problem + " (TEST_REQUIRE_SERVICES=1)")
+        pytest.skip(problem)
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 class DatabaseFactory:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from tests.conftest import TABLES, VIEWS, run_cli
+from tests.conftest import TABLES, VIEWS, create_job, run_cli
 from transcriber import migrate
 from transcriber.db import make_engine
 from transcriber.schema import Base
@@ -33,7 +34,7 @@ def test_cli_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
     tables, views = _objects(empty_db_url)
     assert tables >= TABLES
     assert views == VIEWS
-    assert "0001" in _cli(empty_db_url, "current").stdout
+    assert "(up to date)" in _cli(empty_db_url, "current").stdout
 
     done = _cli(empty_db_url, "downgrade", "base")
     assert done.returncode == 0, done.stderr
@@ -83,3 +84,19 @@ def test_unreachable_database_gets_a_clear_error() -> None:
     )
     assert "secret" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stepping_down_and_up_keeps_the_data(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    engine = make_engine(empty_db_url)
+    try:
+        job_id = create_job(engine, datetime(2026, 1, 1, tzinfo=UTC))
+        migrate.downgrade(empty_db_url, "0001")
+        migrate.upgrade(empty_db_url)
+        with engine.connect() as conn:
+            count = conn.execute(
+                text("SELECT count(*) FROM transcription_jobs WHERE id = :id"), {"id": job_id}
+            ).scalar_one()
+        assert count == 1
+    finally:
+        engine.dispose()

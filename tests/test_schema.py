@@ -252,7 +252,7 @@ def test_latest_transcripts_shows_the_newest_per_object(db: Engine) -> None:
         (newer_id, "plant-a", "A second opinion")
     ]
     assert rows[0].sensor_code == "PT-1"
-    assert total == 2  # one per audio object
+    assert total == 2  # one per object key
 
 
 def test_one_row_per_object_version(db: Engine) -> None:

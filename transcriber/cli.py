@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
@@ -347,3 +347,93 @@ def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+def _service_engine() -> Any:
+    from transcriber.db import get_engine
+    from transcriber.migrate import require_migrated
+
+    engine = get_engine()
+    require_migrated(engine)
+    return engine
+
+
+def _publisher() -> Callable[[Sequence[int]], None]:
+    # The one place the library side reaches into the Celery shell: publishing needs the
+    # Celery app, and transcriber/ itself never imports Celery.
+    from workers.tasks import publish
+
+    return publish
+
+
+@main.command("watch")
+@click.option(
+    "--wait",
+    type=click.IntRange(1, 20),
+    default=20,
+    show_default=True,
+    help="SQS long-poll seconds.",
+)
+@_friendly_errors
+def watch(wait: int) -> None:
+    """Turn the bucket's S3 event notifications (from TRANSCRIBER_SQS_QUEUE_URL) into jobs,
+    and run the sweeper that republishes jobs the queue lost. Stops cleanly on Ctrl-C."""
+    import signal
+    import threading
+
+    from transcriber import jobs
+    from transcriber.config import get_settings
+    from transcriber.watch import Watcher
+
+    settings = get_settings()
+    if not settings.sqs_queue_url:
+        raise click.ClickException("TRANSCRIBER_SQS_QUEUE_URL is not set: nothing to watch")
+    engine = _service_engine()
+    publish = _publisher()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    watcher = Watcher(
+        settings,
+        engine,
+        publish,
+        sweep=lambda: jobs.sweep(engine, settings, publish),
+        wait_time_seconds=wait,
+    )
+    err.print(
+        f"watching {settings.sqs_queue_url} for s3://{settings.s3_bucket}/{settings.s3_prefix}"
+    )
+    watcher.run(stop)
+    err.print("watcher stopped")
+
+
+@main.command("scan")
+@click.option("--prefix", help="Only keys under this prefix (default: TRANSCRIBER_S3_PREFIX).")
+@_friendly_errors
+def scan_bucket(prefix: str | None) -> None:
+    """Register every object of the bucket not yet known (events that were missed); safe
+    to run any time, as often as wanted."""
+    from transcriber.config import get_settings
+    from transcriber.ingest import scan
+    from transcriber.storage import s3_client
+
+    settings = get_settings()
+    engine = _service_engine()
+    columns = (TextColumn("{task.description}"), TextColumn("{task.completed:,} listed"))
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"scanning s3://{settings.s3_bucket}", total=None)
+        result = scan(
+            s3_client(settings),
+            engine,
+            settings,
+            _publisher(),
+            prefix=prefix,
+            progress=lambda n: progress.advance(task, n),
+        )
+    err.print(
+        f"listed {result.listed:,} objects; registered {result.registered:,} new; "
+        f"{result.skipped:,} known already or not audio"
+    )

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     s3_prefix: str = ""
     """Only keys under this prefix are transcribed."""
 
+    s3_suffixes: str = ".wav,.flac,.mp3,.ogg,.opus,.oga,.m4a,.mp4,.aac,.webm,.aiff"
+    """Only keys ending in one of these (comma-separated, case-insensitive) are transcribed."""
+
     sqs_queue_url: str = ""
     """SQS queue that gets the bucket's ObjectCreated notifications (``transcriber watch``)."""
 
@@ -128,6 +131,18 @@ class Settings(BaseSettings):
 
     max_attempts: int = Field(default=3, ge=1)
     """Attempts before a job is marked failed."""
+
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    """Worker processes per host (``celery worker -c``); CPU threads are divided among them."""
+
+    task_time_limit: int = Field(default=3600, ge=10)
+    """Hard limit in seconds for one transcription; the job's lease outlasts it."""
+
+    requeue_after_seconds: int = Field(default=900, ge=10)
+    """The sweeper publishes a queued job again when no worker started it for this long."""
+
+    sweep_interval_seconds: int = Field(default=60, ge=1)
+    """How often ``transcriber watch`` runs the sweeper (and ``scan --every``)."""
 
     @field_validator("database_url")
     @classmethod

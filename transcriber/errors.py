@@ -27,6 +27,24 @@ class TransientError(TranscriberError):
     category = "transient"
 
 
+class Superseded(PermanentError):
+    """The object version the job is for was overwritten or deleted before it ran."""
+
+    category = "superseded"
+
+
+class StorageUnavailable(TransientError):
+    """S3 or SQS did not answer, or answered with a server error."""
+
+    category = "storage"
+
+
+class DatabaseUnavailable(TransientError):
+    """The database did not answer."""
+
+    category = "database"
+
+
 class ModelUnavailable(PermanentError):
     """The configured model cannot be found or loaded."""
 

@@ -175,6 +175,9 @@ class AudioObject(Base):
     channels: Mapped[int | None] = mapped_column(Integer)
     # "metadata" is reserved on declarative classes, so the attribute has another name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDoc, default=dict)
+    # S3's event sequencer (hex, grows per key): orders events for one key, so that a late
+    # event for an old version never counts as the newest.
+    sequencer: Mapped[str | None] = mapped_column(String(64))
     first_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

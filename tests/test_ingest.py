@@ -1,0 +1,673 @@
+"""transcriber.ingest and transcriber.watch: events, placement, registration, scan, and the
+watcher, against a real moto server and real databases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, insert, inspect, select, update
+from sqlalchemy.orm import Session
+
+from tests.moto_server import (
+    faulty_proxy,
+    free_port,
+    moto_bucket,
+    moto_server,
+    start_server,
+    versioned_bucket,
+)
+from transcriber.config import Settings
+from transcriber.db import make_engine
+from transcriber.errors import StorageUnavailable
+from transcriber.ingest import (
+    BadEvent,
+    ObjectEvent,
+    clean_text,
+    parse_event_message,
+    place,
+    register,
+    scan,
+    wanted,
+)
+from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
+from transcriber.storage import ObjectInfo, head, s3_client, sqs_client
+from transcriber.watch import Watcher
+
+__all__ = ["moto_bucket", "moto_server", "versioned_bucket"]  # fixtures, used by name
+
+LAST_MODIFIED = datetime(2026, 3, 14, 12, 0, 0, tzinfo=UTC)
+
+
+def s3_record(key: str, **obj: Any) -> dict[str, Any]:
+    """One record of an S3 event notification, as AWS writes it."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventTime": "2026-03-14T10:15:02.123Z",
+        "eventName": obj.pop("event_name", "ObjectCreated:Put"),
+        "s3": {
+            "bucket": {"name": "audio-bucket", "arn": "arn:aws:s3:::audio-bucket"},
+            "object": {"key": key, "size": 1234, "eTag": "0123abcd", **obj},
+        },
+    }
+
+
+def info(
+    key: str = "P1/PT-1/20260314T101500Z.wav",
+    *,
+    etag: str = "e1",
+    version_id: str = "",
+    last_modified: datetime = LAST_MODIFIED,
+    metadata: dict[str, str] | None = None,
+    bucket: str = "audio-bucket",
+) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        version_id=version_id,
+        etag=etag,
+        size_bytes=1234,
+        content_type="audio/wav",
+        last_modified=last_modified,
+        metadata=metadata or {},
+    )
+
+
+def do_register(
+    engine: Engine, objects: Sequence[tuple[ObjectInfo, str | None]], settings: Settings
+) -> list[int]:
+    with Session(engine) as session, session.begin():
+        return register(session, objects, settings)
+
+
+def jobs_by_key(engine: Engine) -> list[tuple[str, str, str, str | None]]:
+    """(key, etag, status, error_category) of every job, oldest first."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                AudioObject.key,
+                AudioObject.etag,
+                TranscriptionJob.status,
+                TranscriptionJob.error_category,
+            )
+            .join(AudioObject, AudioObject.id == TranscriptionJob.audio_object_id)
+            .order_by(TranscriptionJob.id)
+        )
+        return [(key, etag, status, category) for key, etag, status, category in rows]
+
+
+def count(engine: Engine, model: type[Any]) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def upload(
+    settings: Settings, key: str, body: bytes = b"RIFF", metadata: dict[str, str] | None = None
+) -> None:
+    s3_client(settings).put_object(
+        Bucket=settings.s3_bucket, Key=key, Body=body, Metadata=metadata or {}
+    )
+
+
+def queue_depth(settings: Settings) -> int:
+    attributes = sqs_client(settings).get_queue_attributes(
+        QueueUrl=settings.sqs_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+class Recorder:
+    """A publish callable that checks, when called, that the jobs are already committed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls: list[list[int]] = []
+
+    def __call__(self, job_ids: Sequence[int]) -> None:
+        # A connection of its own sees only committed rows.
+        with Session(self.engine) as session:
+            visible = session.scalars(
+                select(TranscriptionJob.id).where(
+                    TranscriptionJob.id.in_(job_ids), TranscriptionJob.status == "queued"
+                )
+            ).all()
+        assert sorted(visible) == sorted(job_ids), "published before the commit"
+        self.calls.append(list(job_ids))
+
+    @property
+    def ids(self) -> list[int]:
+        return [job_id for call in self.calls for job_id in call]
+
+
+# --- Events -------------------------------------------------------------------------------
+
+
+def test_a_test_event_gives_no_events() -> None:
+    body = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "audio-bucket"}
+    assert parse_event_message(json.dumps(body)) == []
+
+
+def test_object_created_records_are_parsed_and_keys_decoded() -> None:
+    body = {
+        "Records": [
+            s3_record(
+                "plant+1/%C3%BC+%2B+a%2Fb/..%2Fx.wav",
+                versionId="v-42",
+                sequencer="0055AED6DCD90281E5",
+            ),
+            s3_record("removed.wav", event_name="ObjectRemoved:Delete"),
+            s3_record("copy.wav", event_name="ObjectCreated:Copy", eTag='"quoted"'),
+        ]
+    }
+    events = parse_event_message(json.dumps(body))
+    assert events == [
+        ObjectEvent(
+            bucket="audio-bucket",
+            key="plant 1/ü + a/b/../x.wav",
+            version_id="v-42",
+            etag="0123abcd",
+            size=1234,
+            sequencer="0055AED6DCD90281E5",
+            event_time=datetime(2026, 3, 14, 10, 15, 2, 123000, tzinfo=UTC),
+        ),
+        ObjectEvent(
+            bucket="audio-bucket",
+            key="copy.wav",
+            version_id="",
+            etag="quoted",
+            size=1234,
+            sequencer=None,
+            event_time=datetime(2026, 3, 14, 10, 15, 2, 123000, tzinfo=UTC),
+        ),
+    ]
+
+
+def test_an_sns_envelope_is_unwrapped() -> None:
+    inner = json.dumps({"Records": [s3_record("a%20b.wav")]})
+    envelope = {"Type": "Notification", "MessageId": "m", "TopicArn": "arn", "Message": inner}
+    [event] = parse_event_message(json.dumps(envelope))
+    assert event.key == "a b.wav"
+
+
+def test_other_json_gives_no_events() -> None:
+    assert parse_event_message(json.dumps({"detail-type": "something else"})) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "not json",
+        "{",
+        "[1, 2]",
+        '"a string"',
+        json.dumps({"Records": "nope"}),
+        json.dumps({"Records": [42]}),
+        json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}),
+        json.dumps({"Records": [s3_record(["not", "a", "string"])]}),  # type: ignore[arg-type]
+        json.dumps({"Type": "Notification", "Message": "not json"}),
+        json.dumps({"Type": "Notification", "Message": {"Records": []}}),
+        "[" * 100_000,
+    ],
+)
+def test_malformed_messages_raise_bad_event(body: str) -> None:
+    with pytest.raises(BadEvent):
+        parse_event_message(body)
+
+
+def test_wanted_keys() -> None:
+    settings = Settings(s3_prefix="incoming/")
+    assert wanted("incoming/P1/x.wav", settings)
+    assert wanted("incoming/P1/X.WAV", settings)
+    assert wanted("incoming/P1/x.Opus", settings)
+    assert not wanted("elsewhere/x.wav", settings)
+    assert not wanted("incoming/notes.txt", settings)
+    assert not wanted("incoming/folder.wav/", settings)
+    assert not wanted("incoming/nul\x00.wav", settings)
+    assert wanted("incoming/any.thing", Settings(s3_prefix="incoming/", s3_suffixes=""))
+
+
+# --- Placement ----------------------------------------------------------------------------
+
+
+def test_metadata_wins_over_the_key() -> None:
+    placement = place(
+        "P1/PT-1/20260314T101500Z.wav",
+        {"facility": "P2", "sensor": "TT-9", "recorded-at": "2026-03-15T08:00:00+01:00"},
+        LAST_MODIFIED,
+        Settings(),
+    )
+    assert placement.facility_code == "P2"
+    assert placement.sensor_code == "TT-9"
+    assert placement.recorded_at == datetime(2026, 3, 15, 7, 0, tzinfo=UTC)
+    assert placement.source == "metadata"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("20260314T101500Z", datetime(2026, 3, 14, 10, 15, tzinfo=UTC)),
+        ("20260314T101500+0100", datetime(2026, 3, 14, 9, 15, tzinfo=UTC)),
+        ("2026-03-14T10:15:00", datetime(2026, 3, 14, 10, 15, tzinfo=UTC)),
+        ("2026-03-14T10:15:00.250-02:00", datetime(2026, 3, 14, 12, 15, 0, 250000, tzinfo=UTC)),
+        ("2026-03-14T10:15:00Z", datetime(2026, 3, 14, 10, 15, tzinfo=UTC)),
+    ],
+)
+def test_the_key_pattern_gives_place_and_time(stamp: str, expected: datetime) -> None:
+    placement = place(f"P1/PT-1/{stamp}.wav", {}, LAST_MODIFIED, Settings())
+    assert (placement.facility_code, placement.sensor_code) == ("P1", "PT-1")
+    assert placement.recorded_at == expected
+    assert placement.source == "key"
+
+
+def test_a_bad_recorded_at_falls_through_to_the_key_then_last_modified() -> None:
+    settings = Settings()
+    from_key = place(
+        "P1/PT-1/20260314T101500Z.wav", {"recorded-at": "yesterday"}, LAST_MODIFIED, settings
+    )
+    assert from_key.source == "key"
+    assert from_key.recorded_at == datetime(2026, 3, 14, 10, 15, tzinfo=UTC)
+    fallback = place(
+        "P1/PT-1/voice-note.wav", {"recorded-at": "2026-13-45"}, LAST_MODIFIED, settings
+    )
+    assert fallback.source == "last_modified"
+    assert fallback.recorded_at == LAST_MODIFIED
+    assert (fallback.facility_code, fallback.sensor_code) == ("P1", "PT-1")
+    unmatched = place("just-a-file.wav", {}, LAST_MODIFIED, settings)
+    assert unmatched == type(unmatched)(None, None, LAST_MODIFIED, "last_modified")
+
+
+def test_a_custom_pattern_after_the_prefix() -> None:
+    settings = Settings(s3_prefix="in/", key_pattern="{facility}/{name}_{recorded_at}.{ext}")
+    placement = place("in/P9/radio_2026-03-14T10:15:00Z.m4a", {}, LAST_MODIFIED, settings)
+    assert placement.facility_code == "P9"
+    assert placement.sensor_code is None
+    assert placement.recorded_at == datetime(2026, 3, 14, 10, 15, tzinfo=UTC)
+
+
+def test_a_crafted_key_cannot_stall_the_pattern_match() -> None:
+    # Four fields in one segment: a backtracking regex needs minutes for this key.
+    settings = Settings(key_pattern="{facility}_{sensor}_{name}_{recorded_at}.{ext}")
+    started = time.perf_counter()
+    assert place("_" * 1020, {}, LAST_MODIFIED, settings).source == "last_modified"
+    assert time.perf_counter() - started < 0.5
+    placement = place("P1_PT-1_radio_20260314T101500Z.wav", {}, LAST_MODIFIED, settings)
+    assert (placement.facility_code, placement.sensor_code) == ("P1", "PT-1")
+    assert placement.source == "key"
+
+
+def test_codes_are_cleaned() -> None:
+    placement = place(
+        "x.wav", {"facility": "  P\x001\u202e\n ", "sensor": "S" * 500}, LAST_MODIFIED, Settings()
+    )
+    assert placement.facility_code == "P1"
+    assert placement.sensor_code == "S" * 64
+    assert clean_text("a\ud800b\x7f", 10) == "a?b"
+
+
+# --- Registration -------------------------------------------------------------------------
+
+
+def test_registering_the_same_version_is_idempotent(db: Engine) -> None:
+    settings = Settings()
+    first = do_register(db, [(info(), None)], settings)
+    assert len(first) == 1
+    assert do_register(db, [(info(), None)], settings) == []
+    assert do_register(db, [(info(), None), (info(), None)], settings) == []
+    assert count(db, AudioObject) == 1
+    assert jobs_by_key(db) == [("P1/PT-1/20260314T101500Z.wav", "e1", "queued", None)]
+
+
+def test_a_new_version_gets_a_job_and_supersedes_the_queued_one(db: Engine) -> None:
+    settings = Settings()
+    do_register(db, [(info(etag="e1"), None)], settings)
+    later = LAST_MODIFIED + timedelta(seconds=5)
+    [job_id] = do_register(db, [(info(etag="e2", last_modified=later), None)], settings)
+    assert [row[1:] for row in jobs_by_key(db)] == [
+        ("e1", "superseded", "superseded"),
+        ("e2", "queued", None),
+    ]
+    with Session(db) as session:
+        old = session.scalars(select(TranscriptionJob).order_by(TranscriptionJob.id)).first()
+        assert old is not None
+        assert old.finished_at is not None
+        assert session.get_one(TranscriptionJob, job_id).status == "queued"
+
+
+def test_a_late_event_for_an_older_version_is_not_queued(db: Engine) -> None:
+    settings = Settings()
+    do_register(db, [(info(version_id="v2", etag="e2"), "0100")], settings)
+    # An older sequencer, shorter: compared after padding ("00FF" < "0100").
+    assert do_register(db, [(info(version_id="v1", etag="e1"), "FF")], settings) == []
+    assert [row[1:] for row in jobs_by_key(db)] == [
+        ("e2", "queued", None),
+        ("e1", "superseded", "superseded"),
+    ]
+
+
+def test_without_sequencers_last_modified_orders_versions(db: Engine) -> None:
+    settings = Settings()
+    do_register(db, [(info(etag="new"), None)], settings)
+    older = LAST_MODIFIED - timedelta(minutes=1)
+    assert do_register(db, [(info(etag="old", last_modified=older), None)], settings) == []
+    assert [row[1:3] for row in jobs_by_key(db)] == [("new", "queued"), ("old", "superseded")]
+
+
+def test_a_running_job_of_an_older_version_is_left_alone(db: Engine) -> None:
+    settings = Settings()
+    [job_id] = do_register(db, [(info(etag="e1"), None)], settings)
+    with Session(db) as session, session.begin():
+        session.execute(
+            update(TranscriptionJob).where(TranscriptionJob.id == job_id).values(status="running")
+        )
+    later = LAST_MODIFIED + timedelta(seconds=1)
+    assert len(do_register(db, [(info(etag="e2", last_modified=later), None)], settings)) == 1
+    assert [row[1:3] for row in jobs_by_key(db)] == [("e1", "running"), ("e2", "queued")]
+
+
+def test_unknown_codes_are_kept_in_metadata(db: Engine) -> None:
+    do_register(db, [(info(metadata={"operator": "Ann"}), None)], Settings())
+    with Session(db) as session:
+        audio = session.scalars(select(AudioObject)).one()
+        assert audio.facility_id is None
+        assert audio.sensor_id is None
+        assert audio.recorded_at == datetime(2026, 3, 14, 10, 15, tzinfo=UTC)
+        assert audio.recorded_at_source == "key"
+        assert audio.meta == {
+            "facility": "P1",
+            "sensor": "PT-1",
+            "last_modified": "2026-03-14T12:00:00+00:00",
+            "s3_metadata": {"operator": "Ann"},
+        }
+    assert count(db, Facility) == 0
+
+
+def test_known_codes_are_linked(db: Engine) -> None:
+    with Session(db) as session, session.begin():
+        facility_id = session.execute(
+            insert(Facility).values(code="P1", name="Plant one").returning(Facility.id)
+        ).scalar_one()
+        sensor_id = session.execute(
+            insert(Sensor)
+            .values(facility_id=facility_id, code="PT-1", kind="pressure", unit="bar")
+            .returning(Sensor.id)
+        ).scalar_one()
+    do_register(db, [(info(), None)], Settings())
+    with Session(db) as session:
+        audio = session.scalars(select(AudioObject)).one()
+        assert (audio.facility_id, audio.sensor_id) == (facility_id, sensor_id)
+
+
+def test_auto_register_sensors_creates_valid_codes_only(db: Engine) -> None:
+    settings = Settings(auto_register_sensors=True)
+    do_register(
+        db,
+        [
+            (info("P7/PT-3/20260314T101500Z.wav"), None),
+            (info("P7/TT-1/20260314T101500Z.wav"), None),
+            (info("bad code/PT-1/20260314T101500Z.wav"), None),
+        ],
+        settings,
+    )
+    with Session(db) as session:
+        [facility] = session.scalars(select(Facility)).all()
+        assert (facility.code, facility.name, facility.timezone) == ("P7", "P7", "UTC")
+        sensors = session.scalars(select(Sensor).order_by(Sensor.code)).all()
+        assert [(s.code, s.kind, s.unit, s.facility_id) for s in sensors] == [
+            ("PT-3", "unknown", "", facility.id),
+            ("TT-1", "unknown", "", facility.id),
+        ]
+        linked = session.execute(
+            select(AudioObject.key, AudioObject.facility_id, AudioObject.sensor_id).order_by(
+                AudioObject.id
+            )
+        ).all()
+        assert [(k.split("/")[0], f is not None, s is not None) for k, f, s in linked] == [
+            ("P7", True, True),
+            ("P7", True, True),
+            ("bad code", False, False),
+        ]
+
+
+def test_hostile_metadata_is_stored_safely(db: Engine, moto_bucket: Settings) -> None:
+    sql = "'); DROP TABLE audio_objects; --"
+    upload(
+        moto_bucket,
+        "P1/PT-1/20260314T101500Z.wav",
+        metadata={
+            "facility": sql,
+            "sensor": "\x01\x02" + "S" * 100,
+            "note": (sql * 80)[:2000],
+            "bad": "=?UTF-8?B?//79?=",  # bytes that are not UTF-8, RFC 2047-wrapped
+            "recorded-at": "2026-03-14T10:15:00Z" + "9" * 2000,
+        },
+    )
+    real = head(s3_client(moto_bucket), moto_bucket.s3_bucket, "P1/PT-1/20260314T101500Z.wav")
+    assert real is not None
+    # And what no HTTP header could carry, straight to register.
+    direct = info(
+        "P2/S1/x.wav",
+        etag="e2",
+        metadata={"facility": "\x00", "nul": "a\x00b", "surrogate": "\ud800x", "\x00": "key"},
+    )
+    settings = moto_bucket
+    do_register(db, [(real, None), (direct, None)], settings)
+    assert set(inspect(db).get_table_names()) >= {"audio_objects", "transcription_jobs"}
+    with Session(db) as session:
+        rows = session.scalars(select(AudioObject).order_by(AudioObject.id)).all()
+    stored = rows[0].meta
+    assert stored["facility"] == sql[:64]
+    assert stored["sensor"] == "S" * 64
+    assert len(stored["s3_metadata"]["note"]) == 1024
+    assert stored["s3_metadata"]["bad"] == "\ufffd\ufffd\ufffd"
+    assert rows[0].recorded_at_source == "key"
+    assert rows[0].facility_id is None
+    assert rows[1].meta["facility"] == "P2"  # NUL-only metadata falls through to the key
+    assert rows[1].meta["s3_metadata"] == {"facility": "", "nul": "ab", "surrogate": "?x"}
+    assert count(db, TranscriptionJob) == 2
+
+
+# --- Scan ---------------------------------------------------------------------------------
+
+
+def test_scan_finds_what_the_events_missed_once(db: Engine, moto_bucket: Settings) -> None:
+    keys = ["P1/PT-1/20260314T101500Z.wav", "P1/PT-2/20260314T101600Z.flac", "P2/x y/ü.mp3"]
+    for key in keys:
+        upload(moto_bucket, key)
+    upload(moto_bucket, "P1/readme.txt")
+    upload(moto_bucket, "P1/folder/")
+    sqs_client(moto_bucket).purge_queue(QueueUrl=moto_bucket.sqs_queue_url)  # events lost
+    publish = Recorder(db)
+    progress: list[int] = []
+    s3 = s3_client(moto_bucket)
+    result = scan(s3, db, moto_bucket, publish, progress=progress.append)
+    assert (result.listed, result.registered, result.skipped) == (5, 3, 2)
+    assert sum(progress) == 5
+    assert len(publish.calls) == 1
+    assert len(publish.ids) == 3
+    assert sorted(k for k, *_ in jobs_by_key(db)) == sorted(keys)
+    again = scan(s3, db, moto_bucket, publish)
+    assert (again.listed, again.registered, again.skipped) == (5, 0, 5)
+    assert len(publish.calls) == 1
+    # An overwrite is a new version: the next scan registers it.
+    upload(moto_bucket, keys[0], b"RIFF, but longer")
+    assert scan(s3, db, moto_bucket, publish).registered == 1
+    assert [s for k, _, s, _ in jobs_by_key(db) if k == keys[0]] == ["superseded", "queued"]
+
+
+# --- Watcher ------------------------------------------------------------------------------
+
+
+def test_the_watcher_registers_uploads_publishes_and_deletes(
+    db: Engine, moto_bucket: Settings
+) -> None:
+    keys = ["P1/PT-1/20260314T101500Z.wav", "P1/PT-1/20260314T101501Z.wav", "P2/a b/ü.ogg"]
+    for key in keys:
+        upload(moto_bucket, key, metadata={"facility": "P9"} if "ü" in key else None)
+    upload(moto_bucket, "P1/notes.txt")
+    publish = Recorder(db)
+    watcher = Watcher(moto_bucket, db, publish, wait_time_seconds=1)
+    assert watcher.run_once() == 3
+    assert len(publish.calls) == 1
+    assert len(publish.ids) == 3
+    assert count(db, AudioObject) == 3
+    assert sorted(k for k, *_ in jobs_by_key(db)) == sorted(keys)
+    assert queue_depth(moto_bucket) == 0
+    assert watcher.run_once() == 0
+
+
+def test_a_redelivered_event_registers_one_job(db: Engine, moto_bucket: Settings) -> None:
+    sqs = sqs_client(moto_bucket)
+    sqs.purge_queue(QueueUrl=moto_bucket.sqs_queue_url)  # the notification's TestEvent
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
+    [message] = sqs.receive_message(QueueUrl=moto_bucket.sqs_queue_url, WaitTimeSeconds=1)[
+        "Messages"
+    ]
+    sqs.delete_message(QueueUrl=moto_bucket.sqs_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    for _ in range(3):
+        sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=message["Body"])
+    publish = Recorder(db)
+    watcher = Watcher(moto_bucket, db, publish, wait_time_seconds=1)
+    assert watcher.run_once() == 1
+    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=message["Body"])
+    assert watcher.run_once() == 0
+    assert count(db, AudioObject) == 1
+    assert count(db, TranscriptionJob) == 1
+    assert publish.calls == [publish.ids]
+    assert queue_depth(moto_bucket) == 0
+
+
+def test_bad_messages_are_dropped_and_gone_objects_skipped(
+    db: Engine, moto_bucket: Settings
+) -> None:
+    sqs = sqs_client(moto_bucket)
+    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody="not an event")
+    upload(moto_bucket, "P1/PT-1/gone.wav")
+    s3_client(moto_bucket).delete_object(Bucket=moto_bucket.s3_bucket, Key="P1/PT-1/gone.wav")
+    other = {
+        "Records": [
+            {
+                **s3_record("x.wav"),
+                "s3": {"bucket": {"name": "other-bucket"}, "object": {"key": "x.wav"}},
+            }
+        ]
+    }
+    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=json.dumps(other))
+    watcher = Watcher(moto_bucket, db, Recorder(db), wait_time_seconds=1)
+    assert watcher.run_once() == 0
+    assert count(db, AudioObject) == 0
+    assert queue_depth(moto_bucket) == 0
+
+
+def test_a_database_failure_keeps_the_messages(
+    db: Engine, moto_bucket: Settings, tmp_path: Any
+) -> None:
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
+    sqs = sqs_client(moto_bucket)
+    # Messages come back at once instead of after the default 30 s.
+    sqs.set_queue_attributes(
+        QueueUrl=moto_bucket.sqs_queue_url, Attributes={"VisibilityTimeout": "0"}
+    )
+    unmigrated = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: inserts fail
+    publish = Recorder(db)
+    try:
+        with pytest.raises(Exception, match="no such table"):
+            Watcher(moto_bucket, unmigrated, publish, wait_time_seconds=1).run_once()
+    finally:
+        unmigrated.dispose()
+    assert publish.calls == []
+    assert Watcher(moto_bucket, db, publish, wait_time_seconds=1).run_once() == 1
+    assert len(publish.ids) == 1
+
+
+def test_a_message_whose_object_cannot_be_read_stays_in_the_queue(
+    db: Engine, moto_bucket: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
+    sqs_client(moto_bucket).set_queue_attributes(
+        QueueUrl=moto_bucket.sqs_queue_url, Attributes={"VisibilityTimeout": "0"}
+    )
+    publish = Recorder(db)
+    with faulty_proxy(moto_bucket.s3_endpoint_url, fail=frozenset({"HEAD"})) as endpoint:
+        settings = moto_bucket.model_copy(update={"s3_endpoint_url": endpoint})
+        with pytest.raises(StorageUnavailable):
+            Watcher(settings, db, publish, wait_time_seconds=1).run_once()
+    assert count(db, AudioObject) == 0
+    assert publish.calls == []
+    assert Watcher(moto_bucket, db, publish, wait_time_seconds=1).run_once() == 1
+
+
+def test_a_failed_publish_still_commits_and_deletes(db: Engine, moto_bucket: Settings) -> None:
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
+
+    def broken_broker(job_ids: Sequence[int]) -> None:
+        raise ConnectionError("the broker is down")
+
+    assert Watcher(moto_bucket, db, broken_broker, wait_time_seconds=1).run_once() == 1
+    assert jobs_by_key(db)[0][2] == "queued"  # the sweeper publishes it later
+    assert queue_depth(moto_bucket) == 0
+
+
+def test_the_watcher_survives_an_outage_and_stops_promptly(
+    db: Engine, moto_bucket: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast: the watcher does the backing off
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    queue_url = moto_bucket.sqs_queue_url.replace(moto_bucket.s3_endpoint_url, endpoint)
+    settings = moto_bucket.model_copy(
+        update={
+            "s3_endpoint_url": endpoint,
+            "sqs_queue_url": queue_url,
+            "sweep_interval_seconds": 1,
+        }
+    )
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
+    publish = Recorder(db)
+    sweeps: list[float] = []
+
+    def sweep() -> int:
+        sweeps.append(time.monotonic())
+        return 0
+
+    watcher = Watcher(
+        settings, db, publish, sweep, wait_time_seconds=1, backoff_initial_s=0.2, backoff_max_s=0.8
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    server = None
+    try:
+        time.sleep(1.5)  # nothing listens on the port: rounds fail and back off
+        assert thread.is_alive()
+        assert publish.calls == []
+        server = start_server(port)  # the endpoint comes back (same moto state)
+        deadline = time.monotonic() + 15
+        while not publish.calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(publish.ids) == 1
+        assert sweeps
+    finally:
+        stopped_at = time.monotonic()
+        stop.set()
+        thread.join(timeout=10)
+        if server is not None:
+            server.stop()
+    assert not thread.is_alive()
+    assert time.monotonic() - stopped_at < 3  # within one long poll
+    assert count(db, TranscriptionJob) == 1
+
+
+def test_a_watcher_needs_a_queue(db: Engine) -> None:
+    with pytest.raises(ValueError, match="SQS_QUEUE_URL"):
+        Watcher(Settings(), db, Recorder(db))

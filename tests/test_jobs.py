@@ -1,0 +1,211 @@
+"""The job state machine: leases, attempts, retries and the sweeper, on both databases."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
+
+from tests.conftest import create_job
+from transcriber import jobs
+from transcriber.config import Settings
+from transcriber.schema import TranscriptionJob
+
+SETTINGS = Settings(max_attempts=3, requeue_after_seconds=600)
+HOST = socket.gethostname()
+# Owners on this host whose process is alive (pid 1 always is), as two workers would be.
+ALICE = f"{HOST}/1/alice"
+BOB = f"{HOST}/1/bob"
+
+
+def _job(engine: Engine) -> int:
+    return create_job(engine, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def _get(engine: Engine, job_id: int) -> TranscriptionJob:
+    with Session(engine) as session:
+        return session.get_one(TranscriptionJob, job_id)
+
+
+def _set(engine: Engine, job_id: int, **values: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(TranscriptionJob).where(TranscriptionJob.id == job_id).values(**values))
+
+
+def test_only_one_worker_gets_the_lease(db: Engine) -> None:
+    job_id = _job(db)
+    lease = jobs.acquire(db, job_id, ALICE, SETTINGS)
+    assert lease is not None
+    assert lease.attempt == 1
+    assert jobs.acquire(db, job_id, BOB, SETTINGS) is None
+    job = _get(db, job_id)
+    assert (job.status, job.lease_owner, job.attempts) == ("running", ALICE, 1)
+    assert job.lease_expires_at is not None
+    assert job.lease_expires_at > datetime.now(UTC) + timedelta(seconds=SETTINGS.task_time_limit)
+
+
+def test_a_finished_job_is_never_run_again(db: Engine) -> None:
+    job_id = _job(db)
+    lease = jobs.acquire(db, job_id, ALICE, SETTINGS)
+    assert lease is not None
+    with Session(db) as session, session.begin():
+        jobs.succeed(session, lease)
+    job = _get(db, job_id)
+    assert (job.status, job.lease_owner, job.error_category) == ("succeeded", None, None)
+    assert job.finished_at is not None
+    assert jobs.acquire(db, job_id, BOB, SETTINGS) is None
+
+
+def test_an_expired_lease_passes_on_and_the_old_holder_cannot_finish(db: Engine) -> None:
+    job_id = _job(db)
+    old = jobs.acquire(db, job_id, ALICE, SETTINGS)
+    assert old is not None
+    _set(db, job_id, lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    new = jobs.acquire(db, job_id, BOB, SETTINGS)
+    assert new is not None
+    assert new.attempt == 2
+    try:
+        with Session(db) as session, session.begin():
+            jobs.succeed(session, old)
+    except jobs.LeaseLost:
+        pass
+    else:
+        raise AssertionError("a lost lease must not let the old holder finish the job")
+    jobs.fail(db, old, "corrupt", "late")  # a no-op: names the old owner
+    assert _get(db, job_id).status == "running"
+    assert _get(db, job_id).lease_owner == BOB
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(db: Engine) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    job_id = _job(db)
+    _set(
+        db,
+        job_id,
+        status="running",
+        attempts=1,
+        lease_owner=f"{HOST}/{dead.pid}/gone",
+        lease_expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    lease = jobs.acquire(db, job_id, BOB, SETTINGS)
+    assert lease is not None
+    assert lease.attempt == 2
+    # A holder on another host is trusted until its lease expires.
+    other = _job(db)
+    _set(
+        db,
+        other,
+        status="running",
+        lease_owner=f"elsewhere/{dead.pid}/x",
+        lease_expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert jobs.acquire(db, other, BOB, SETTINGS) is None
+
+
+def test_too_many_attempts_fail_the_job_with_the_last_error(db: Engine) -> None:
+    job_id = _job(db)
+    _set(db, job_id, attempts=3, error_message="worker died")
+    assert jobs.acquire(db, job_id, ALICE, SETTINGS) is None
+    job = _get(db, job_id)
+    assert (job.status, job.error_category) == ("failed", "max_attempts")
+    assert job.error_message == "gave up after 3 attempts; last error: worker died"
+
+
+def test_release_puts_a_job_back_for_the_next_attempt(db: Engine) -> None:
+    job_id = _job(db)
+    lease = jobs.acquire(db, job_id, ALICE, SETTINGS)
+    assert lease is not None
+    jobs.release(db, lease, "storage", "S3 timed out")
+    job = _get(db, job_id)
+    assert (job.status, job.lease_owner, job.error_category) == ("queued", None, "storage")
+    again = jobs.acquire(db, job_id, BOB, SETTINGS)
+    assert again is not None
+    assert again.attempt == 2
+
+
+def test_retry_requeues_failed_jobs_and_leaves_succeeded_ones(db: Engine) -> None:
+    failed_old, failed_new, failed_other, done = (_job(db) for _ in range(4))
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    _set(
+        db,
+        failed_old,
+        status="failed",
+        attempts=3,
+        error_category="model_unavailable",
+        finished_at=long_ago,
+    )
+    _set(
+        db,
+        failed_new,
+        status="failed",
+        attempts=1,
+        error_category="model_unavailable",
+        finished_at=datetime.now(UTC),
+    )
+    _set(
+        db,
+        failed_other,
+        status="failed",
+        attempts=1,
+        error_category="corrupt",
+        finished_at=datetime.now(UTC),
+    )
+    _set(db, done, status="succeeded")
+
+    since = datetime.now(UTC) - timedelta(days=1)
+    result = jobs.retry(db, failed=True, category="model_unavailable", since=since)
+    assert result.requeued == [failed_new]
+    result = jobs.retry(db, [failed_old, done, 999_999])
+    assert result.requeued == [failed_old]
+    assert result.skipped == [(done, "already succeeded; nothing to do"), (999_999, "no such job")]
+    job = _get(db, failed_old)
+    assert (job.status, job.attempts, job.error_category) == ("queued", 0, None)
+    assert _get(db, done).status == "succeeded"
+    assert jobs.retry(db, failed=True).requeued == [failed_other]
+
+
+def test_sweeper_publishes_lost_jobs_once(db: Engine) -> None:
+    stuck, fresh, abandoned, alive = (_job(db) for _ in range(4))
+    _set(db, stuck, queued_at=datetime.now(UTC) - timedelta(hours=1))
+    _set(
+        db,
+        abandoned,
+        status="running",
+        lease_owner=ALICE,
+        lease_expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    _set(
+        db,
+        alive,
+        status="running",
+        lease_owner=ALICE,
+        lease_expires_at=datetime.now(UTC) + timedelta(minutes=30),
+    )
+    published: list[int] = []
+    assert sorted(jobs.sweep(db, SETTINGS, published.extend)) == sorted([stuck, abandoned])
+    assert sorted(published) == sorted([stuck, abandoned])
+    # The queued one's clock restarted; the abandoned one is published until someone takes it.
+    assert jobs.sweep(db, SETTINGS, published.extend) == [abandoned]
+    assert fresh not in published
+
+
+def test_status_counts_and_oldest_queued(db: Engine) -> None:
+    first, second = _job(db), _job(db)
+    when = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
+    _set(db, first, queued_at=when)
+    _set(db, second, status="failed")
+    summary = jobs.status(db)
+    assert summary.counts == {
+        "queued": 1,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "superseded": 0,
+    }
+    assert summary.oldest_queued_at == when
+    listed = jobs.list_jobs(db, "failed")
+    assert [j.id for j in listed] == [second]

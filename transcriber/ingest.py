@@ -1,0 +1,606 @@
+"""From the bucket to job rows: event parsing, key filtering, placement, registration, scan.
+
+Both ways audio is found end in :func:`register`: the watcher (``transcriber watch``) reads S3
+event notifications from SQS, and :func:`scan` lists the bucket to find what events missed.
+Registration is idempotent — one ``audio_objects`` row per object version, whatever the number
+of events, scans or redeliveries — and creates one ``transcription_jobs`` row per new version.
+Callers publish the returned job ids only after their transaction has committed.
+
+``audio_objects.metadata`` holds a JSON document of this shape (every value a string or null)::
+
+    {
+      "facility": "rotterdam-north",     # facility code as placed, even when no such facility
+      "sensor": "PT-201",                # sensor code as placed (null when none)
+      "last_modified": "2026-03-14T10:15:02+00:00",  # S3 LastModified of this version
+      "s3_metadata": {"facility": "…", "recorded-at": "…", "operator": "…"}
+    }
+
+``s3_metadata`` is the object's user metadata after sanitising: keys lower-case, control and
+other non-printable characters removed, text that is not valid UTF-8 replaced, at most 32
+entries of at most 1024 characters each. Facility and sensor ids stay NULL when their codes
+are unknown (unless ``AUTO_REGISTER_SENSORS``); the codes in the document keep the placement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote_plus
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from transcriber.config import Settings
+from transcriber.errors import PermanentError
+from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
+from transcriber.storage import ListedObject, ObjectInfo, head, iter_objects
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+RecordedAtSource = Literal["metadata", "key", "last_modified"]
+Publish = Callable[[Sequence[int]], None]
+
+# Codes the loader accepts (transcriber.sensors): only these are created automatically, so
+# that a hostile key or metadata value can never become a facility of its own.
+_VALID_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_CODE_MAX = 64
+_META_ITEMS_MAX = 32
+_META_NAME_MAX = 128
+_META_VALUE_MAX = 1024
+_TIME_TEXT_MAX = 64
+_SEQUENCER = re.compile(r"[0-9A-Fa-f]{1,64}")
+_SCAN_BATCH = 500
+_HEAD_THREADS = 8
+
+
+class BadEvent(PermanentError):
+    """An SQS message that is not an S3 event notification (the watcher logs and drops it)."""
+
+    category = "bad_event"
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """One ``ObjectCreated`` record of an S3 event notification."""
+
+    bucket: str
+    key: str
+    version_id: str
+    etag: str
+    size: int
+    sequencer: str | None
+    event_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and when a recording was made, and where its time came from."""
+
+    facility_code: str | None
+    sensor_code: str | None
+    recorded_at: datetime
+    source: RecordedAtSource
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """``listed``: objects in the listing; ``registered``: new object versions recorded;
+    ``skipped``: the rest (keys not wanted, versions already known, objects gone before
+    they could be read)."""
+
+    listed: int = 0
+    registered: int = 0
+    skipped: int = 0
+
+
+# --- Events -------------------------------------------------------------------------------
+
+
+def parse_event_message(body: str) -> list[ObjectEvent]:
+    """The ``ObjectCreated`` records of one SQS message body.
+
+    Takes S3's event notification JSON as S3 delivers it to SQS, or wrapped in an SNS
+    envelope (``{"Type": "Notification", "Message": "<the S3 JSON>"}``). ``s3:TestEvent``
+    and records of other event types give no events. Keys arrive URL-encoded with ``+`` for
+    a space and are decoded. Raises :class:`BadEvent` for anything that is not such a message.
+    """
+    document = _json_object(body, "the message")
+    if document.get("Type") == "Notification" and "Message" in document:
+        message = document["Message"]
+        if not isinstance(message, str):
+            raise BadEvent("the SNS envelope's Message is not a string")
+        document = _json_object(message, "the SNS envelope's Message")
+    if document.get("Event") == "s3:TestEvent":
+        return []
+    records = document.get("Records")
+    if records is None:
+        return []
+    if not isinstance(records, list):
+        raise BadEvent("Records is not a list")
+    return [event for record in records if (event := _object_event(record)) is not None]
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadEvent(f"{what} is not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(document, dict):
+        raise BadEvent(f"{what} is not a JSON object")
+    return document
+
+
+def _object_event(record: object) -> ObjectEvent | None:
+    if not isinstance(record, dict):
+        raise BadEvent("a record is not a JSON object")
+    name = record.get("eventName")
+    if not isinstance(name, str) or not name.removeprefix("s3:").startswith("ObjectCreated:"):
+        return None
+    try:
+        bucket = record["s3"]["bucket"]["name"]
+        obj = record["s3"]["object"]
+        raw_key = obj["key"]
+        size = int(obj.get("size") or 0)
+        version_id = obj.get("versionId") or ""
+        etag = obj.get("eTag") or ""
+        sequencer = obj.get("sequencer")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadEvent(f"an ObjectCreated record lacks {exc}") from exc
+    if not all(isinstance(v, str) for v in (bucket, raw_key, version_id, etag)):
+        raise BadEvent("an ObjectCreated record's bucket, key, version or ETag is not a string")
+    return ObjectEvent(
+        bucket=bucket,
+        # S3 URL-encodes keys in events, spaces as "+"; invalid UTF-8 escapes become U+FFFD
+        # (such a key then matches no object, and a scan finds the real one).
+        key=unquote_plus(raw_key),
+        version_id="" if version_id == "null" else version_id,
+        etag=etag.strip('"'),
+        size=size,
+        sequencer=sequencer if isinstance(sequencer, str) else None,
+        event_time=_event_time(record.get("eventTime")),
+    )
+
+
+def _event_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    return parse_time(value)
+
+
+def wanted(key: str, settings: Settings) -> bool:
+    """Whether ``key`` is audio to transcribe: under ``S3_PREFIX``, ending in one of
+    ``S3_SUFFIXES`` (case-insensitive; empty: any), and not a folder marker."""
+    # NUL cannot be stored in PostgreSQL text; S3 allows it in keys, we do not.
+    if not key or key.endswith("/") or "\x00" in key or not key.startswith(settings.s3_prefix):
+        return False
+    suffixes = tuple(s.strip().lower() for s in settings.s3_suffixes.split(",") if s.strip())
+    return not suffixes or key.lower().endswith(suffixes)
+
+
+# --- Placement ----------------------------------------------------------------------------
+
+
+def place(
+    key: str, metadata: Mapping[str, str], last_modified: datetime, settings: Settings
+) -> Placement:
+    """Facility, sensor and recording time of an object.
+
+    Each comes from the object's user metadata (``facility``, ``sensor``, ``recorded-at``)
+    when present and valid, else from ``KEY_PATTERN`` applied to the key after ``S3_PREFIX``;
+    the time falls back to ``last_modified``. Codes are cleaned (see :func:`clean_code`).
+    """
+    fields = key_fields(key, settings)
+    facility = clean_code(metadata.get("facility")) or clean_code(fields.get("facility"))
+    sensor = clean_code(metadata.get("sensor")) or clean_code(fields.get("sensor"))
+    stated = metadata.get("recorded-at") or metadata.get("recorded_at")
+    when = parse_time(stated) if stated else None
+    if when is not None:
+        return Placement(facility, sensor, when, "metadata")
+    when = parse_time(fields["recorded_at"]) if "recorded_at" in fields else None
+    if when is not None:
+        return Placement(facility, sensor, when, "key")
+    return Placement(facility, sensor, _utc(last_modified), "last_modified")
+
+
+def key_fields(key: str, settings: Settings) -> dict[str, str]:
+    """The fields ``KEY_PATTERN`` finds in ``key`` (after ``S3_PREFIX``); empty when the key
+    does not match the pattern.
+
+    Each field matches one or more characters other than ``/``, everything else in the
+    pattern literally, and where a key could be split several ways the earlier fields take
+    as much as they can: exactly what the regular expression ``(?P<field>[^/]+)`` per field
+    would give. It is matched without a regex engine, though: keys are chosen by whoever
+    can write to the bucket, and a pattern with several fields in one path segment makes a
+    backtracking regex take seconds on a crafted 1,000-character key. Here matching costs
+    at most (key length × pattern parts) steps. A field named twice keeps its first value.
+    """
+    relative = key[len(settings.s3_prefix) :] if key.startswith(settings.s3_prefix) else key
+    return _match(_tokens(settings.key_pattern), relative.lstrip("/"))
+
+
+@lru_cache(maxsize=16)
+def _tokens(pattern: str) -> tuple[tuple[bool, str], ...]:
+    """The pattern as ``(is_field, text)`` parts: field names and the literal text between."""
+    parts = re.split(r"{([^{}]*)}", pattern)
+    # re.split with a group alternates: literal, field, literal, field, ..., literal.
+    return tuple((index % 2 == 1, part) for index, part in enumerate(parts) if part)
+
+
+def _match(tokens: Sequence[tuple[bool, str]], text: str) -> dict[str, str]:
+    end = len(text)
+    # fits[i][p]: tokens[i:] match text[p:] exactly; computed from the back.
+    fits = [[False] * (end + 1) for _ in range(len(tokens) + 1)]
+    fits[len(tokens)][end] = True
+    for i in range(len(tokens) - 1, -1, -1):
+        is_field, part = tokens[i]
+        here, after = fits[i], fits[i + 1]
+        for p in range(end - 1 if is_field else end, -1, -1):
+            if is_field:
+                # One more character of the field, then the rest (or more of the field).
+                here[p] = text[p] != "/" and (after[p + 1] or here[p + 1])
+            else:
+                here[p] = text.startswith(part, p) and after[p + len(part)]
+    if not fits[0][0]:
+        return {}
+    fields: dict[str, str] = {}
+    p = 0
+    for i, (is_field, part) in enumerate(tokens):
+        if not is_field:
+            p += len(part)
+            continue
+        stop = text.find("/", p)
+        stop = end if stop < 0 else stop
+        # The longest extent after which the rest still fits (greedy, as a regex would be).
+        q = next(q for q in range(stop, p, -1) if fits[i + 1][q])
+        fields.setdefault(part, text[p:q])
+        p = q
+    return fields
+
+
+def parse_time(value: str) -> datetime | None:
+    """An ISO 8601 time, basic (``20260314T101500Z``) or extended
+    (``2026-03-14T10:15:00+01:00``), as aware UTC; no offset means UTC. None if invalid."""
+    value = value.strip()
+    if not value or len(value) > _TIME_TEXT_MAX:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        return _utc(parsed)
+    except (ValueError, OverflowError):
+        return None
+
+
+def clean_code(value: str | None) -> str | None:
+    """A facility or sensor code fit to store: printable characters only, trimmed, at most
+    64 characters; None when nothing is left."""
+    if value is None:
+        return None
+    return clean_text(value, _CODE_MAX) or None
+
+
+def clean_text(value: str, limit: int) -> str:
+    """``value`` safe for any column or JSON document: valid UTF-8 (lone surrogates
+    replaced), no control or other non-printable characters (PostgreSQL rejects NUL), trimmed
+    and cut to ``limit`` characters."""
+    value = value.encode("utf-8", "replace").decode("utf-8")
+    return "".join(ch for ch in value if ch.isprintable()).strip()[:limit]
+
+
+def _clean_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    cleaned: dict[str, str] = {}
+    for name, value in list(metadata.items())[:_META_ITEMS_MAX]:
+        clean_name = clean_text(str(name).lower(), _META_NAME_MAX)
+        if clean_name:
+            cleaned[clean_name] = clean_text(str(value), _META_VALUE_MAX)
+    return cleaned
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- Registration -------------------------------------------------------------------------
+
+
+@dataclass
+class _Registered:
+    inserted: int = 0
+    queued: list[int] = field(default_factory=list)
+
+
+def register(
+    session: Session, objects: Sequence[tuple[ObjectInfo, str | None]], settings: Settings
+) -> list[int]:
+    """Record object versions and their jobs in the caller's transaction.
+
+    ``objects`` pairs each version's facts with its event sequencer (None from a scan). A
+    version already recorded is left alone; a new one gets one job, ``queued`` — or
+    ``superseded`` when a newer version of the same key is already known. A new version
+    supersedes the still-queued jobs of the older versions of its key. Returns the ids of
+    the jobs created ``queued``: publish them once the transaction has committed.
+    """
+    return _register(session, objects, settings).queued
+
+
+def _register(
+    session: Session, objects: Sequence[tuple[ObjectInfo, str | None]], settings: Settings
+) -> _Registered:
+    codes = _Codes(session, settings.auto_register_sensors)
+    result = _Registered()
+    for info, raw_sequencer in objects:
+        sequencer = _clean_sequencer(raw_sequencer)
+        audio_id = _insert_object(session, info, sequencer, settings, codes)
+        if audio_id is None:
+            continue
+        result.inserted += 1
+        job_id = _insert_job(session, audio_id, info, sequencer)
+        if job_id is not None:
+            result.queued.append(job_id)
+    return result
+
+
+def _insert_object(
+    session: Session,
+    info: ObjectInfo,
+    sequencer: str | None,
+    settings: Settings,
+    codes: _Codes,
+) -> int | None:
+    """The new row's id, or None when this version is already recorded."""
+    placement = place(info.key, info.metadata, info.last_modified, settings)
+    facility_id = codes.facility_id(placement.facility_code)
+    sensor_id = codes.sensor_id(facility_id, placement.sensor_code)
+    document = {
+        "facility": placement.facility_code,
+        "sensor": placement.sensor_code,
+        "last_modified": _utc(info.last_modified).isoformat(),
+        "s3_metadata": _clean_metadata(info.metadata),
+    }
+    content_type = clean_text(info.content_type, 255) if info.content_type else None
+    statement = (
+        _upsert(session)(AudioObject)
+        .values(
+            bucket=info.bucket,
+            key=info.key,
+            version_id=info.version_id,
+            etag=info.etag,
+            size_bytes=info.size_bytes,
+            content_type=content_type or None,
+            facility_id=facility_id,
+            sensor_id=sensor_id,
+            recorded_at=placement.recorded_at,
+            recorded_at_source=placement.source,
+            meta=document,
+            sequencer=sequencer,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["bucket", "key", "version_id", "etag"],
+        )
+        .returning(AudioObject.id)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def _insert_job(
+    session: Session, audio_id: int, info: ObjectInfo, sequencer: str | None
+) -> int | None:
+    """Add the new version's job; returns its id when it is queued, None when superseded."""
+    now = datetime.now(UTC)
+    others = session.execute(
+        select(AudioObject.id, AudioObject.sequencer, AudioObject.meta).where(
+            AudioObject.bucket == info.bucket,
+            AudioObject.key == info.key,
+            AudioObject.id != audio_id,
+        )
+    ).all()
+    mine = _Age(sequencer, _utc(info.last_modified))
+    if any(mine.older_than(_Age.of(seq, meta)) for _, seq, meta in others):
+        log.info("s3://%s/%s: an older version arrived late; not queued", info.bucket, info.key)
+        session.execute(
+            insert(TranscriptionJob).values(
+                audio_object_id=audio_id,
+                status="superseded",
+                finished_at=now,
+                error_category="superseded",
+                error_message="a newer version of the object was registered before this one",
+                options={},
+            )
+        )
+        return None
+    if others:
+        session.execute(
+            update(TranscriptionJob)
+            .where(
+                TranscriptionJob.audio_object_id.in_([row[0] for row in others]),
+                TranscriptionJob.status == "queued",
+            )
+            .values(
+                status="superseded",
+                finished_at=now,
+                error_category="superseded",
+                error_message="the object was overwritten by a newer version before this ran",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return session.execute(
+        insert(TranscriptionJob)
+        .values(audio_object_id=audio_id, status="queued", options={})
+        .returning(TranscriptionJob.id)
+    ).scalar_one()
+
+
+@dataclass(frozen=True)
+class _Age:
+    """How new a version is: S3's event sequencer when both sides have one, else the
+    LastModified time. A tie counts as newer for the version registered later."""
+
+    sequencer: str | None
+    last_modified: datetime | None
+
+    @classmethod
+    def of(cls, sequencer: str | None, meta: Mapping[str, Any] | None) -> _Age:
+        stamp = (meta or {}).get("last_modified")
+        return cls(sequencer, parse_time(stamp) if isinstance(stamp, str) else None)
+
+    def older_than(self, other: _Age) -> bool:
+        if self.sequencer and other.sequencer:
+            # Sequencers are hex numbers of varying length: compare them at equal length.
+            width = max(len(self.sequencer), len(other.sequencer))
+            return self.sequencer.upper().zfill(width) < other.sequencer.upper().zfill(width)
+        if self.last_modified and other.last_modified:
+            return self.last_modified < other.last_modified
+        return False
+
+
+def _clean_sequencer(value: str | None) -> str | None:
+    return value if value and _SEQUENCER.fullmatch(value) else None
+
+
+class _Codes:
+    """Facility and sensor ids by code, looked up once per registration (and created when
+    ``create`` is set and the code is one the sensor loader would accept)."""
+
+    def __init__(self, session: Session, create: bool) -> None:
+        self.session = session
+        self.create = create
+        self.facilities: dict[str, int | None] = {}
+        self.sensors: dict[tuple[int, str], int | None] = {}
+
+    def facility_id(self, code: str | None) -> int | None:
+        if code is None:
+            return None
+        if code not in self.facilities:
+            found = self.session.scalar(select(Facility.id).where(Facility.code == code))
+            if found is None and self.create and _VALID_CODE.fullmatch(code):
+                self.session.execute(
+                    _upsert(self.session)(Facility)
+                    .values(code=code, name=code, timezone="UTC")
+                    .on_conflict_do_nothing(index_elements=["code"])
+                )
+                found = self.session.scalar(select(Facility.id).where(Facility.code == code))
+                log.info("created facility %r (AUTO_REGISTER_SENSORS)", code)
+            self.facilities[code] = found
+        return self.facilities[code]
+
+    def sensor_id(self, facility_id: int | None, code: str | None) -> int | None:
+        # A sensor code means something only at a facility.
+        if facility_id is None or code is None:
+            return None
+        key = (facility_id, code)
+        if key not in self.sensors:
+            where = (Sensor.facility_id == facility_id) & (Sensor.code == code)
+            found = self.session.scalar(select(Sensor.id).where(where))
+            if found is None and self.create and _VALID_CODE.fullmatch(code):
+                self.session.execute(
+                    _upsert(self.session)(Sensor)
+                    .values(facility_id=facility_id, code=code, kind="unknown", unit="")
+                    .on_conflict_do_nothing(index_elements=["facility_id", "code"])
+                )
+                found = self.session.scalar(select(Sensor.id).where(where))
+                log.info("created sensor %r (AUTO_REGISTER_SENSORS)", code)
+            self.sensors[key] = found
+        return self.sensors[key]
+
+
+def _upsert(session: Session) -> Any:
+    """The dialect's INSERT with ``ON CONFLICT`` (PostgreSQL and SQLite spell it the same)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+# --- Scan ---------------------------------------------------------------------------------
+
+
+def scan(
+    s3: S3Client,
+    engine: Engine,
+    settings: Settings,
+    publish: Publish,
+    prefix: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ScanResult:
+    """Register every wanted object of the bucket that is not yet known (reconciliation).
+
+    Lists ``prefix`` (default ``S3_PREFIX``), compares ``(key, ETag)`` with the database
+    in batches of 500 keys, reads the facts of unknown objects (HEAD: version id, user
+    metadata) and registers each batch in a transaction of its own, publishing its new jobs
+    after the commit. Running it again registers nothing new. ``progress`` gets the number
+    of objects listed since its last call. A publish that fails is logged, not raised: the
+    jobs are committed, and the sweeper publishes queued jobs no worker started.
+    """
+    prefix = settings.s3_prefix if prefix is None else prefix
+    listed = registered = pending_progress = 0
+    batch: list[ListedObject] = []
+    for obj in iter_objects(s3, settings.s3_bucket, prefix):
+        listed += 1
+        pending_progress += 1
+        if wanted(obj.key, settings):
+            batch.append(obj)
+        if len(batch) >= _SCAN_BATCH:
+            registered += _scan_batch(s3, engine, settings, publish, batch)
+            batch = []
+        if progress and pending_progress >= 1000:
+            progress(pending_progress)
+            pending_progress = 0
+    if batch:
+        registered += _scan_batch(s3, engine, settings, publish, batch)
+    if progress and pending_progress:
+        progress(pending_progress)
+    return ScanResult(listed=listed, registered=registered, skipped=listed - registered)
+
+
+def _scan_batch(
+    s3: S3Client, engine: Engine, settings: Settings, publish: Publish, batch: list[ListedObject]
+) -> int:
+    bucket = settings.s3_bucket
+    with Session(engine) as session:
+        rows = session.execute(
+            select(AudioObject.key, AudioObject.etag).where(
+                AudioObject.bucket == bucket,
+                AudioObject.key.in_({obj.key for obj in batch}),
+            )
+        )
+        known = {(key, etag) for key, etag in rows}
+    unknown = [obj.key for obj in batch if (obj.key, obj.etag) not in known]
+    if not unknown:
+        return 0
+    infos = [(info, None) for info in _head_all(s3, bucket, unknown) if info is not None]
+    if not infos:
+        return 0
+    with Session(engine) as session, session.begin():
+        result = _register(session, infos, settings)
+    publish_after_commit(publish, result.queued)
+    return result.inserted
+
+
+def _head_all(s3: S3Client, bucket: str, keys: Iterable[str]) -> list[ObjectInfo | None]:
+    # HEAD is one round trip per object; a few at once make a backlog of thousands quick.
+    # boto3 clients are safe to share between threads.
+    with ThreadPoolExecutor(max_workers=_HEAD_THREADS, thread_name_prefix="scan-head") as pool:
+        return list(pool.map(lambda key: head(s3, bucket, key), keys))
+
+
+def publish_after_commit(publish: Publish, job_ids: Sequence[int]) -> None:
+    """Hand committed job ids to ``publish``; a failure is logged, not raised, because the
+    jobs are safe in the database and the sweeper publishes queued jobs again."""
+    if not job_ids:
+        return
+    try:
+        publish(job_ids)
+    except Exception:
+        log.warning(
+            "could not publish %d new job(s) %s; the sweeper will publish them later",
+            len(job_ids),
+            list(job_ids)[:20],
+            exc_info=True,
+        )

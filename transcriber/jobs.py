@@ -1,0 +1,324 @@
+"""The job state machine, kept in the database (the broker only carries job ids).
+
+    queued ──lease──▶ running ──▶ succeeded | failed | superseded
+      ▲                  │
+      └── transient error, expired lease, or an explicit retry of a failed job
+
+A worker takes a job with a conditional UPDATE (the *lease*): only one worker can move a job
+from ``queued`` (or from ``running`` with an expired lease, or held by a process that died on
+this host) to ``running``, and the attempt is counted in the same statement, before any heavy
+work. Every later transition names the lease owner in its WHERE clause, so a worker that lost
+its lease can never overwrite the work of the one that took over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from transcriber.config import Settings
+from transcriber.schema import TranscriptionJob
+
+# The lease outlasts the task's hard time limit, so a job is only taken over once the worker
+# that held it has certainly stopped working on it.
+LEASE_MARGIN_S = 120
+MAX_ERROR_MESSAGE = 2000
+
+Publish = Callable[[Sequence[int]], None]
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took the job over; this one must not write its result."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: int
+    owner: str
+    attempt: int
+    audio_object_id: int
+
+
+def new_owner() -> str:
+    """A lease owner name: host, process id and a random token (``host/pid/token``)."""
+    return f"{socket.gethostname()[:200]}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs.
+
+    A worker child killed with SIGKILL leaves its job ``running`` until the lease expires;
+    the task message comes back at once (acks late, reject on worker lost), and the next
+    worker on the same host can see that the holder is gone instead of waiting an hour.
+    """
+    if not owner or owner.count("/") < 2:
+        return False
+    host, pid, _token = owner.rsplit("/", 2)
+    if host != socket.gethostname()[:200] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Lease | None:
+    """Take the lease on job ``job_id``, or return None when it is not ours to run (done,
+    superseded, failed, or held by a live worker). Fails the job once it has had
+    ``MAX_ATTEMPTS`` attempts."""
+    now = _now()
+    expires = now + timedelta(seconds=settings.task_time_limit + LEASE_MARGIN_S)
+    table = TranscriptionJob
+    takeable = (table.status == "queued") | (
+        (table.status == "running") & (table.lease_expires_at < now)
+    )
+    with engine.begin() as conn:
+        holder = conn.execute(
+            select(table.status, table.lease_owner).where(table.id == job_id)
+        ).first()
+        if holder is None:
+            return None
+        if holder.status == "running" and _owner_is_dead(holder.lease_owner):
+            takeable = takeable | (
+                (table.status == "running") & (table.lease_owner == holder.lease_owner)
+            )
+        row = conn.execute(
+            update(table)
+            .where(table.id == job_id, takeable)
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=expires,
+                attempts=table.attempts + 1,
+                started_at=now,
+            )
+            .returning(table.attempts, table.audio_object_id, table.error_message)
+        ).first()
+        if row is None:
+            return None
+        if row.attempts > settings.max_attempts:
+            last = f"; last error: {row.error_message}" if row.error_message else ""
+            _finish(
+                conn,
+                job_id,
+                owner,
+                "failed",
+                "max_attempts",
+                f"gave up after {settings.max_attempts} attempts{last}",
+            )
+            return None
+    return Lease(job_id, owner, row.attempts, row.audio_object_id)
+
+
+def _finish(
+    conn: Connection | Session,
+    job_id: int,
+    owner: str,
+    status: str,
+    category: str | None,
+    message: str | None,
+) -> bool:
+    statement = (
+        update(TranscriptionJob)
+        .where(TranscriptionJob.id == job_id, TranscriptionJob.lease_owner == owner)
+        .values(
+            status=status,
+            finished_at=_now() if status != "queued" else None,
+            lease_owner=None,
+            lease_expires_at=None,
+            error_category=category,
+            error_message=(message or "")[:MAX_ERROR_MESSAGE] or None,
+        )
+    )
+    result = conn.execute(statement)
+    return bool(getattr(result, "rowcount", 0))
+
+
+def succeed(session: Session, lease: Lease) -> None:
+    """Mark the job succeeded, in the transaction that writes its transcript; raises
+    :class:`LeaseLost` (so that transaction rolls back) when the lease is gone."""
+    if not _finish(session, lease.job_id, lease.owner, "succeeded", None, None):
+        raise LeaseLost(f"job {lease.job_id}: the lease was taken over; result discarded")
+
+
+def fail(engine: Engine, lease: Lease, category: str, message: str) -> None:
+    """Mark the job failed for good (a permanent error)."""
+    with engine.begin() as conn:
+        _finish(conn, lease.job_id, lease.owner, "failed", category, message)
+
+
+def supersede(engine: Engine, lease: Lease, message: str) -> None:
+    """The object version is gone: nothing to transcribe, and nothing went wrong."""
+    with engine.begin() as conn:
+        _finish(conn, lease.job_id, lease.owner, "superseded", "superseded", message)
+
+
+def release(engine: Engine, lease: Lease, category: str, message: str) -> None:
+    """A transient error: put the job back to ``queued`` for the next attempt."""
+    with engine.begin() as conn:
+        _finish(conn, lease.job_id, lease.owner, "queued", category, message)
+        conn.execute(
+            update(TranscriptionJob)
+            .where(TranscriptionJob.id == lease.job_id, TranscriptionJob.status == "queued")
+            .values(queued_at=_now())
+        )
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    requeued: list[int]
+    skipped: list[tuple[int, str]]
+
+
+def retry(
+    engine: Engine,
+    job_ids: Sequence[int] = (),
+    *,
+    failed: bool = False,
+    category: str | None = None,
+    since: datetime | None = None,
+) -> RetryResult:
+    """Send failed (or stuck queued) jobs back to the queue, with a fresh attempt count.
+
+    ``job_ids`` names jobs; ``failed`` selects every failed job, narrowed by ``category``
+    and by ``since`` (failed at or after). Succeeded, superseded and running jobs are left
+    alone and reported in ``skipped`` with the reason. The caller publishes ``requeued``.
+    """
+    table = TranscriptionJob
+    query = select(table.id, table.status)
+    if job_ids:
+        query = query.where(table.id.in_(list(job_ids)))
+    if failed:
+        query = query.where(table.status == "failed")
+        if category:
+            query = query.where(table.error_category == category)
+        if since:
+            query = query.where(table.finished_at >= since)
+    requeued: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    with engine.begin() as conn:
+        found: dict[int, str] = dict(conn.execute(query.order_by(table.id)).all())
+        for job_id in job_ids:
+            if job_id not in found:
+                skipped.append((job_id, "no such job"))
+        for job_id, status in found.items():
+            if status in ("failed", "queued"):
+                requeued.append(job_id)
+            else:
+                skipped.append((job_id, f"already {status}; nothing to do"))
+        if requeued:
+            conn.execute(
+                update(table)
+                .where(table.id.in_(requeued), table.status.in_(("failed", "queued")))
+                .values(
+                    status="queued",
+                    attempts=0,
+                    queued_at=_now(),
+                    started_at=None,
+                    finished_at=None,
+                    error_category=None,
+                    error_message=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+    return RetryResult(requeued, sorted(skipped))
+
+
+def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
+    """Publish again the jobs the queue seems to have lost: ``queued`` for longer than
+    ``REQUEUE_AFTER_SECONDS`` without a worker starting them, and ``running`` with an expired
+    lease (their worker died). Publishing twice is harmless: only one worker gets the lease."""
+    now = _now()
+    table = TranscriptionJob
+    stale = (table.status == "queued") & (
+        table.queued_at < now - timedelta(seconds=settings.requeue_after_seconds)
+    )
+    abandoned = (table.status == "running") & (table.lease_expires_at < now)
+    with engine.begin() as conn:
+        ids = list(conn.execute(select(table.id).where(stale | abandoned)).scalars())
+        if ids:
+            # Restart the clock, so the next sweep does not publish them again at once.
+            conn.execute(
+                update(table)
+                .where(table.id.in_(ids), table.status == "queued")
+                .values(queued_at=now)
+            )
+    if ids:
+        publish(ids)
+    return ids
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    counts: dict[str, int]
+    oldest_queued_at: datetime | None
+
+
+def status(engine: Engine) -> QueueStatus:
+    """Jobs per status and the oldest queued job's time."""
+    table = TranscriptionJob
+    with engine.connect() as conn:
+        grouped = conn.execute(select(table.status, func.count()).group_by(table.status))
+        counts: dict[str, int] = dict(grouped.all())
+        oldest = conn.execute(
+            select(func.min(table.queued_at)).where(table.status == "queued")
+        ).scalar()
+    if isinstance(oldest, str):  # SQLite's aggregate comes back as the stored text
+        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+    return QueueStatus({s: counts.get(s, 0) for s in _STATUSES}, oldest)
+
+
+_STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: int
+    status: str
+    attempts: int
+    key: str
+    queued_at: datetime | None
+    finished_at: datetime | None
+    error_category: str | None
+    error_message: str | None
+
+
+def list_jobs(engine: Engine, status: str | None = None, limit: int = 50) -> list[JobSummary]:
+    """The newest jobs (of one status), with their object keys."""
+    from transcriber.schema import AudioObject
+
+    table = TranscriptionJob
+    query = (
+        select(
+            table.id,
+            table.status,
+            table.attempts,
+            AudioObject.key,
+            table.queued_at,
+            table.finished_at,
+            table.error_category,
+            table.error_message,
+        )
+        .join(AudioObject, AudioObject.id == table.audio_object_id)
+        .order_by(table.id.desc())
+        .limit(limit)
+    )
+    if status:
+        query = query.where(table.status == status)
+    with Session(engine) as session:
+        return [JobSummary(*row) for row in session.execute(query)]

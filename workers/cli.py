@@ -1,0 +1,121 @@
+"""``celery -A workers transcriber …``: list, retry and count jobs from the Celery CLI.
+
+Registered through the ``celery.commands`` entry point group. Plain click, as Celery's own
+CLI is: Typer does not get along with Celery's preload options.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
+
+
+def _engine() -> Any:
+    from transcriber.db import get_engine
+    from transcriber.migrate import require_migrated
+
+    engine = get_engine()
+    require_migrated(engine)
+    return engine
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@click.group(name="transcriber")
+def transcriber() -> None:
+    """Jobs of the transcription service: list them, retry them, count them."""
+
+
+@transcriber.command("jobs")
+@click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def jobs_command(status: str | None, limit: int) -> None:
+    """The newest jobs, with their state, attempts and error."""
+    from transcriber.jobs import list_jobs
+
+    rows = list_jobs(_engine(), status, limit)
+    if not rows:
+        click.echo("no jobs" + (f" with status {status}" if status else ""))
+        return
+    click.echo(
+        f"{'id':>8}  {'status':<10} {'att':>3}  {'queued':<19}  {'finished':<19}  key / error"
+    )
+    for job in rows:
+        click.echo(
+            f"{job.id:>8}  {job.status:<10} {job.attempts:>3}  {_when(job.queued_at):<19}  "
+            f"{_when(job.finished_at):<19}  {job.key}"
+        )
+        if job.error_category:
+            message = (job.error_message or "").replace("\n", " ")[:160]
+            click.echo(f"{'':>8}  {job.error_category}: {message}")
+
+
+@transcriber.command("retry")
+@click.argument("job_ids", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="Every failed job (narrow with the options below).")
+@click.option("--error-category", help="With --failed: only this category.")
+@click.option(
+    "--since", help="With --failed: only jobs that failed at or after this ISO 8601 time."
+)
+def retry_command(
+    job_ids: tuple[int, ...], failed: bool, error_category: str | None, since: str | None
+) -> None:
+    """Queue failed jobs again, with a fresh attempt count. Succeeded jobs are left alone."""
+    from transcriber.jobs import retry
+    from workers.tasks import publish
+
+    if not job_ids and not failed:
+        raise click.UsageError("name JOB_IDs, or use --failed")
+    if (error_category or since) and not failed:
+        raise click.UsageError("--error-category and --since go with --failed")
+    after = None
+    if since:
+        try:
+            after = datetime.fromisoformat(since)
+        except ValueError as exc:
+            raise click.BadParameter(f"{since!r} is not ISO 8601", param_hint="--since") from exc
+        after = after if after.tzinfo else after.replace(tzinfo=UTC)
+    result = retry(_engine(), job_ids, failed=failed, category=error_category, since=after)
+    publish(result.requeued)
+    for job_id in result.requeued:
+        click.echo(f"job {job_id}: queued again")
+    for job_id, reason in result.skipped:
+        click.echo(f"job {job_id}: {reason}")
+    if not result.requeued and not result.skipped:
+        click.echo("nothing to retry")
+
+
+@transcriber.command("status")
+@click.pass_context
+def status_command(ctx: click.Context) -> None:
+    """Jobs per state, messages waiting in the queue, and the age of the oldest queued job."""
+    from transcriber.config import get_settings
+    from transcriber.jobs import status
+
+    summary = status(_engine())
+    for name in STATUSES:
+        click.echo(f"{name:<11} {summary.counts[name]:>8}")
+    queue = get_settings().queue
+    click.echo(f"{'queue':<11} {_queue_depth(ctx, queue):>8}  (messages in {queue!r})")
+    if summary.oldest_queued_at:
+        age = datetime.now(UTC) - summary.oldest_queued_at
+        click.echo(f"oldest queued job waiting {int(age.total_seconds())} s")
+
+
+def _queue_depth(ctx: click.Context, queue: str) -> str:
+    from workers.app import app as default_app
+
+    app = getattr(ctx.obj, "app", None) or default_app
+    try:
+        with app.connection_for_read() as connection:
+            channel: Any = connection.default_channel
+            declared = channel.queue_declare(queue=queue, passive=True)
+            return str(declared.message_count)
+    except Exception as exc:  # an absent queue or an unreachable broker: say so, go on
+        return f"? ({type(exc).__name__})"

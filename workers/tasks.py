@@ -1,0 +1,48 @@
+"""Celery tasks: decode the arguments, make one call into :mod:`transcriber`, declare retries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from transcriber.config import get_settings
+from transcriber.errors import TransientError
+from transcriber.worker import Outcome, run_job
+from workers.app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name="workers.tasks.transcribe",
+    bind=True,
+    # Only errors a retry can fix; a permanent one has already failed the job row.
+    autoretry_for=(TransientError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=get_settings().max_attempts,
+    acks_late=True,
+)
+def transcribe(self: object, job_id: int | str) -> Outcome | str:
+    """Transcribe job ``job_id`` (an id: the job's details live in the database)."""
+    try:
+        number = int(job_id)
+    except (TypeError, ValueError):
+        log.error("transcribe: %r is not a job id; message dropped", job_id)
+        return "invalid"
+    settings = get_settings()
+    return run_job(
+        number,
+        settings,
+        concurrency=settings.worker_concurrency,
+        timeout_errors=(SoftTimeLimitExceeded,),
+    )
+
+
+def publish(job_ids: Sequence[int]) -> None:
+    """Queue a task per job id (call only after the jobs' rows are committed)."""
+    for job_id in job_ids:
+        transcribe.apply_async(args=(int(job_id),))
