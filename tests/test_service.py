@@ -330,6 +330,11 @@ def test_garbage_fails_after_one_attempt_and_is_listed(service: Service) -> None
     assert listed.returncode == 0, listed.stderr
     assert key in listed.stdout
     assert "unsupported" in listed.stdout
+    status = service.run("-m", "celery", "-A", "workers", "transcriber", "status")
+    assert status.returncode == 0, status.stderr
+    counts = dict(line.split()[:2] for line in status.stdout.splitlines() if line.split())
+    assert int(counts["failed"]) >= 1
+    assert counts["queue"].isdigit()  # the broker answered with the queue's depth
 
 
 def test_kill_9_of_the_worker_child_runs_the_job_again_once(
