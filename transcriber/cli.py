@@ -24,7 +24,7 @@ R = TypeVar("R")
 err = Console(stderr=True)
 
 
-def _friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a user can cause (bad settings, no database, bad files) into one
     clear line and exit status 1, instead of a traceback."""
 
@@ -78,7 +78,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-@_friendly_errors
+@friendly_errors
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     from transcriber import migrate
@@ -91,7 +91,7 @@ def db_upgrade(revision: str) -> None:
 
 @db.command("downgrade")
 @click.argument("revision")
-@_friendly_errors
+@friendly_errors
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION; 'base' removes every table and view."""
     from transcriber import migrate
@@ -104,7 +104,7 @@ def db_downgrade(revision: str) -> None:
 
 
 @db.command("current")
-@_friendly_errors
+@friendly_errors
 def db_current() -> None:
     """Print the database's revision, and whether it is the newest."""
     from transcriber import migrate
@@ -158,7 +158,7 @@ def _load(paths: list[Path]) -> None:
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@_friendly_errors
+@friendly_errors
 def sensors_load(files: tuple[Path, ...]) -> None:
     """Load FILES (CSV) in one transaction; any bad row loads nothing.
 
@@ -196,7 +196,7 @@ def _parse_start(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the CSV files here instead of loading them.",
 )
-@_friendly_errors
+@friendly_errors
 def sensors_demo_data(days: int, start: datetime | None, seed: int, out: Path | None) -> None:
     """Generate a synthetic data set: 3 facilities, 20 sensors, minute readings with daily
     cycles, noise and a few anomalies; load it (or write it with --out)."""
@@ -238,7 +238,7 @@ _FORMAT_CHOICE = click.Choice(["txt", "srt", "vtt", "json", "tsv"])
     type=click.Path(file_okay=False, path_type=Path),
     help="Write FILE.<format> here for each input instead of printing.",
 )
-@_friendly_errors
+@friendly_errors
 def transcribe_files(
     files: tuple[Path, ...],
     fmt: str,
@@ -326,7 +326,7 @@ def _emit(path: Path, fmt: str, text: str, output_dir: Path | None, *, many: boo
 @click.option("--format", "fmt", type=_FORMAT_CHOICE, default="srt", show_default=True)
 @click.option("--words", is_flag=True, help="Include word timings (JSON).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
-@_friendly_errors
+@friendly_errors
 def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
     """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv."""
     from sqlalchemy.orm import Session
@@ -377,7 +377,7 @@ def _publisher() -> Callable[[Sequence[int]], None]:
     show_default=True,
     help="SQS long-poll seconds.",
 )
-@_friendly_errors
+@friendly_errors
 def watch(wait: int) -> None:
     """Turn the bucket's S3 event notifications (from TRANSCRIBER_SQS_QUEUE_URL) into jobs,
     and run the sweeper that republishes jobs the queue lost. Stops cleanly on Ctrl-C."""
@@ -412,7 +412,7 @@ def watch(wait: int) -> None:
 
 @main.command("scan")
 @click.option("--prefix", help="Only keys under this prefix (default: TRANSCRIBER_S3_PREFIX).")
-@_friendly_errors
+@friendly_errors
 def scan_bucket(prefix: str | None) -> None:
     """Register every object of the bucket not yet known (events that were missed); safe
     to run any time, as often as wanted."""

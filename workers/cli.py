@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from transcriber.cli import friendly_errors
+
 STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
 
 
@@ -35,6 +37,7 @@ def transcriber() -> None:
 @transcriber.command("jobs")
 @click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@friendly_errors
 def jobs_command(status: str | None, limit: int) -> None:
     """The newest jobs, with their state, attempts and error."""
     from transcriber.jobs import list_jobs
@@ -63,6 +66,7 @@ def jobs_command(status: str | None, limit: int) -> None:
 @click.option(
     "--since", help="With --failed: only jobs that failed at or after this ISO 8601 time."
 )
+@friendly_errors
 def retry_command(
     job_ids: tuple[int, ...], failed: bool, error_category: str | None, since: str | None
 ) -> None:
@@ -93,6 +97,7 @@ def retry_command(
 
 @transcriber.command("status")
 @click.pass_context
+@friendly_errors
 def status_command(ctx: click.Context) -> None:
     """Jobs per state, messages waiting in the queue, and the age of the oldest queued job."""
     from transcriber.config import get_settings
@@ -117,5 +122,8 @@ def _queue_depth(ctx: click.Context, queue: str) -> str:
             channel: Any = connection.default_channel
             declared = channel.queue_declare(queue=queue, passive=True)
             return str(declared.message_count)
-    except Exception as exc:  # an absent queue or an unreachable broker: say so, go on
-        return f"? ({type(exc).__name__})"
+    except Exception as exc:
+        # Redis keeps no empty lists, so an empty queue reads as "not found".
+        if "NOT_FOUND" in str(exc) or "404" in str(exc):
+            return "0"
+        return f"? ({type(exc).__name__}: broker unreachable?)"
