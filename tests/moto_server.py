@@ -23,7 +23,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from transcriber.config import Settings
-from transcriber.storage import s3_client, sqs_client
+from transcriber.storage import create_notified_bucket, s3_client
 
 # The environment boto3 reads in tests: fake keys, a region, and no files or instance
 # metadata service that could lend it a real identity (or make it reach the network).
@@ -72,22 +72,10 @@ def moto_server() -> Iterator[str]:
 def make_bucket(endpoint: str, *, name: str | None = None) -> Settings:
     """A new bucket and queue on ``endpoint``, the bucket's ObjectCreated notifications going
     to the queue; returns the settings that name them."""
-    name = name or f"audio-{uuid.uuid4().hex[:12]}"
-    settings = Settings(s3_endpoint_url=endpoint, s3_bucket=name)
-    s3 = s3_client(settings)
-    sqs = sqs_client(settings)
-    s3.create_bucket(Bucket=name)
-    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-    s3.put_bucket_notification_configuration(
-        Bucket=name,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}
-            ]
-        },
+    settings = Settings(
+        s3_endpoint_url=endpoint, s3_bucket=name or f"audio-{uuid.uuid4().hex[:12]}"
     )
-    return settings.model_copy(update={"sqs_queue_url": queue_url})
+    return settings.model_copy(update={"sqs_queue_url": create_notified_bucket(settings)})
 
 
 def enable_versioning(settings: Settings) -> None:

@@ -437,3 +437,141 @@ def scan_bucket(prefix: str | None) -> None:
         f"listed {result.listed:,} objects; registered {result.registered:,} new; "
         f"{result.skipped:,} known already or not audio"
     )
+
+
+# --- first run ----------------------------------------------------------------------------
+
+
+@main.command("up")
+@click.option(
+    "--var-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var"),
+    show_default=True,
+    help="Where the database, logs and embedded.env go.",
+)
+@friendly_errors
+def up(var_dir: Path) -> None:
+    """Run the whole service on this machine: SQLite, Redis, an S3+SQS emulator, a worker
+    and the watcher. Ctrl-C stops everything."""
+    import signal
+    import threading
+
+    from transcriber.embedded import EmbeddedStack
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with EmbeddedStack(var_dir) as stack:
+        settings = stack.settings
+        err.print(
+            f"[bold green]up[/bold green]: S3+SQS {settings.s3_endpoint_url}, bucket "
+            f"{settings.s3_bucket}, database {var_dir / 'transcriber.db'}, "
+            f"logs {var_dir / 'logs'}\n"
+            f"In another shell:  set -a; . {var_dir / 'embedded.env'}; set +a\n"
+            "  transcriber put note.wav --facility plant-a --sensor PT-1\n"
+            '  transcriber sql "SELECT key, text FROM latest_transcripts"\n'
+            "  celery -A workers transcriber status\n"
+            "Ctrl-C stops everything."
+        )
+        while not stop.wait(1.0):
+            dead = stack.dead_children()
+            if dead:
+                raise click.ClickException(f"{', '.join(dead)} stopped; see {var_dir / 'logs'}")
+    err.print("stopped")
+
+
+@main.command("demo")
+@click.option(
+    "--var-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+)
+@friendly_errors
+def demo(var_dir: Path) -> None:
+    """The whole job once on the embedded stack: sensor data, four voice notes near its
+    anomalies, transcripts joined to readings (what `make demo` runs)."""
+    import sys
+
+    from rich.console import Console
+
+    from transcriber.demo import run
+
+    # A pipe or CI log has no width; give the result table room anyway.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    if not run(var_dir, console):
+        raise click.ClickException("the demo did not complete")
+
+
+@main.command("put")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--facility", help="Facility code (S3 metadata `facility`; also in the key).")
+@click.option("--sensor", help="Sensor code (S3 metadata `sensor`; also in the key).")
+@click.option("--recorded-at", help="When the recording started, ISO 8601 (default: now).")
+@friendly_errors
+def put(
+    files: tuple[Path, ...], facility: str | None, sensor: str | None, recorded_at: str | None
+) -> None:
+    """Upload audio FILES to the configured bucket with facility, sensor and time metadata
+    (key: S3_PREFIX/FACILITY/SENSOR/FILE); works against AWS S3 as well."""
+    from datetime import UTC, datetime
+
+    from transcriber import storage
+    from transcriber.config import get_settings
+
+    settings = get_settings()
+    metadata = {k: v for k, v in (("facility", facility), ("sensor", sensor)) if v}
+    if recorded_at:
+        try:
+            when = datetime.fromisoformat(recorded_at)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{recorded_at!r} is not ISO 8601", param_hint="--recorded-at"
+            ) from exc
+        metadata["recorded-at"] = (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+    client = storage.s3_client(settings)
+    folder = "/".join(part for part in (facility, sensor) if part)
+    for path in files:
+        key = settings.s3_prefix + (f"{folder}/" if folder else "") + path.name
+        info = storage.put(client, settings.s3_bucket, key, path, metadata)
+        version = f" (version {info.version_id})" if info.version_id else ""
+        click.echo(f"s3://{settings.s3_bucket}/{key}{version}")
+
+
+@main.command("sql")
+@click.argument("query")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@friendly_errors
+def sql(query: str, limit: int) -> None:
+    """Run QUERY on a read-only connection and print the result as a table."""
+    from rich.table import Table
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from transcriber.config import get_settings
+    from transcriber.db import read_only_engine
+
+    engine = read_only_engine(get_settings().database_url)
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(text(query))
+            if not result.returns_rows:
+                raise click.ClickException("the query returned no rows to show")
+            table = Table(*result.keys())
+            rows = result.fetchmany(limit)
+            for row in rows:
+                table.add_row(*("NULL" if v is None else str(v) for v in row))
+    except OperationalError:
+        raise  # no database, or SQLite refusing a write: friendly_errors says which
+    except DBAPIError as exc:  # bad SQL, or PostgreSQL refusing a write
+        raise click.ClickException(str(exc.orig).strip().splitlines()[0]) from exc
+    finally:
+        engine.dispose()
+    Console().print(table)
+    err.print(
+        f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+        + (" (limit reached)" if len(rows) == limit else "")
+    )

@@ -62,3 +62,15 @@ def get_engine(url: str | None = None) -> Engine:
         if engine is None:
             engine = _engines[key] = make_engine(url)
         return engine
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine whose connections cannot write: SQLite opened read-only, PostgreSQL
+    sessions with ``default_transaction_read_only``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").resolve()
+        return create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"uri": True})
+    return make_engine(
+        url, connect_args={"options": "-c timezone=UTC -c default_transaction_read_only=on"}
+    )

