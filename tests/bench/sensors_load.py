@@ -108,7 +108,7 @@ def run(quick: bool) -> str:
             "staging table: the foreign-key check on `sensor_id` runs once per row. Parsing and "
             "validating in Python overlaps with `COPY`, which streams as rows are read.",
             "",
-            "Reproduce: `make bench`, or this section alone: "
-            "`python -m tests.bench.run --only sensors_load`.",
+            "Reproduce: `make bench` (this section alone, printed: "
+            "`python -m tests.bench.run --only sensors_load`).",
         ]
     )
