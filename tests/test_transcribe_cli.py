@@ -74,7 +74,7 @@ def test_transcribe_offline_reports_each_file(tmp_path: Path) -> None:
     assert failed["error_category"] == "unsupported"
     assert "not a supported audio file" in failed["error"]
     assert {s["channel"] for s in split["segments"]} == {0, 1}
-    assert f"{bad}: not a supported audio file" in done.stderr.replace("\n", " ")
+    assert f"{bad}: not a supported audio file" in done.stderr
     assert "1 of 3 files failed" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -287,7 +287,10 @@ def transcribe_files(
                 result = transcribe_file(path, options, loaded, settings)
             except TranscriberError as exc:
                 failures += 1
-                err.print(f"{path}: {exc} ({exc.category})", style="red", markup=False)
+                # One line per failed file, however long the path: scripts grep for it.
+                err.print(
+                    f"{path}: {exc} ({exc.category})", style="red", markup=False, soft_wrap=True
+                )
                 entries.append(
                     {"file": str(path), "error": str(exc), "error_category": exc.category}
                 )
