@@ -139,12 +139,10 @@ def _byte_progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def _load(paths: list[Path]) -> None:
-    from transcriber.db import get_engine
-    from transcriber.migrate import require_migrated
+    from transcriber.migrate import migrated_engine
     from transcriber.sensors import load_files
 
-    engine = get_engine()
-    require_migrated(engine)
+    engine = migrated_engine()
     started = time.perf_counter()
     with _byte_progress(sum(p.stat().st_size for p in paths), "loading") as advance:
         result = load_files(engine, paths, advance)
@@ -334,14 +332,11 @@ def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
     """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv."""
     from sqlalchemy.orm import Session
 
-    from transcriber.db import get_engine
     from transcriber.export import render
-    from transcriber.migrate import require_migrated
+    from transcriber.migrate import migrated_engine
     from transcriber.normalize import load_transcription
 
-    engine = get_engine()
-    require_migrated(engine)
-    with Session(engine) as session:
+    with Session(migrated_engine()) as session:
         result = load_transcription(session, job_id)
     if result is None:
         raise click.ClickException(f"job {job_id} has no transcript (yet)")
@@ -353,15 +348,6 @@ def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
 
 
 # --- the service --------------------------------------------------------------------------
-
-
-def _service_engine() -> Any:
-    from transcriber.db import get_engine
-    from transcriber.migrate import require_migrated
-
-    engine = get_engine()
-    require_migrated(engine)
-    return engine
 
 
 def _publisher() -> Callable[[Sequence[int]], None]:
@@ -389,12 +375,13 @@ def watch(wait: int) -> None:
 
     from transcriber import jobs
     from transcriber.config import get_settings
+    from transcriber.migrate import migrated_engine
     from transcriber.watch import Watcher
 
     settings = get_settings()
     if not settings.sqs_queue_url:
         raise click.ClickException("TRANSCRIBER_SQS_QUEUE_URL is not set: nothing to watch")
-    engine = _service_engine()
+    engine = migrated_engine()
     publish = _publisher()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -421,10 +408,11 @@ def scan_bucket(prefix: str | None) -> None:
     to run any time, as often as wanted."""
     from transcriber.config import get_settings
     from transcriber.ingest import scan
+    from transcriber.migrate import migrated_engine
     from transcriber.storage import s3_client
 
     settings = get_settings()
-    engine = _service_engine()
+    engine = migrated_engine()
     columns = (TextColumn("{task.description}"), TextColumn("{task.completed:,} listed"))
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"scanning s3://{settings.s3_bucket}", total=None)

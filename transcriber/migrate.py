@@ -84,3 +84,12 @@ def require_migrated(engine: Engine) -> None:
         state = "has no schema" if current is None else f"is at revision {current}, not {head}"
         url = engine.url.render_as_string(hide_password=True)
         raise NotMigrated(f"the database {url} {state}: run `transcriber db upgrade` first")
+
+
+def migrated_engine() -> Engine:
+    """The configured database's shared engine, once its schema is known to be current."""
+    from transcriber.db import get_engine
+
+    engine = get_engine()
+    require_migrated(engine)
+    return engine

@@ -12,17 +12,9 @@ from typing import Any
 import click
 
 from transcriber.cli import friendly_errors
+from transcriber.migrate import migrated_engine
 
 STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
-
-
-def _engine() -> Any:
-    from transcriber.db import get_engine
-    from transcriber.migrate import require_migrated
-
-    engine = get_engine()
-    require_migrated(engine)
-    return engine
 
 
 def _when(value: datetime | None) -> str:
@@ -42,7 +34,7 @@ def jobs_command(status: str | None, limit: int) -> None:
     """The newest jobs, with their state, attempts and error."""
     from transcriber.jobs import list_jobs
 
-    rows = list_jobs(_engine(), status, limit)
+    rows = list_jobs(migrated_engine(), status, limit)
     if not rows:
         click.echo("no jobs" + (f" with status {status}" if status else ""))
         return
@@ -85,7 +77,7 @@ def retry_command(
         except ValueError as exc:
             raise click.BadParameter(f"{since!r} is not ISO 8601", param_hint="--since") from exc
         after = after if after.tzinfo else after.replace(tzinfo=UTC)
-    result = retry(_engine(), job_ids, failed=failed, category=error_category, since=after)
+    result = retry(migrated_engine(), job_ids, failed=failed, category=error_category, since=after)
     publish(result.requeued)
     for job_id in result.requeued:
         click.echo(f"job {job_id}: queued again")
@@ -103,7 +95,7 @@ def status_command(ctx: click.Context) -> None:
     from transcriber.config import get_settings
     from transcriber.jobs import status
 
-    summary = status(_engine())
+    summary = status(migrated_engine())
     for name in STATUSES:
         click.echo(f"{name:<11} {summary.counts[name]:>8}")
     queue = get_settings().queue
