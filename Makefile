@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench bench-quick fmt clean
+.PHONY: install demo test test-faults reliability lint typecheck pytest bench bench-quick fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+## make test-faults: only the fault and hostile-input tests (they also run in make test)
+test-faults: $(STAMP)
+	$(BIN)/pytest -m fault
+
+## make reliability: the fault tests, writing what they measured to docs/reliability.md
+reliability: $(STAMP)
+	$(BIN)/pytest -m fault --reliability-report docs/reliability.md
 
 ## make bench: the full benchmarks; rewrites docs/benchmarks.md
 bench: $(STAMP)

@@ -26,6 +26,8 @@ from transcriber.config import get_settings
 from transcriber.db import make_engine
 from transcriber.schema import AudioObject, Base, TranscriptionJob
 
+pytest_plugins = ["tests.reliability"]
+
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

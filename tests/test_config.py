@@ -64,6 +64,7 @@ def test_get_settings_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
         ("LANGUAGE", "english", "language code"),
         ("CHANNELS", "stereo", "'mix' or 'split'"),
         ("QUEUE", "a queue", "plain queue name"),
+        ("VISIBILITY_TIMEOUT", "3600", "must be longer than TRANSCRIBER_TASK_TIME_LIMIT (3600)"),
     ],
 )
 def test_invalid_values_are_refused_with_a_reason(
@@ -73,6 +74,11 @@ def test_invalid_values_are_refused_with_a_reason(
     with pytest.raises(ValidationError) as info:
         Settings()
     assert message in str(info.value)
+
+
+def test_visibility_timeout_defaults_to_outlast_the_time_limit() -> None:
+    assert Settings(task_time_limit=600).broker_visibility_timeout == 900
+    assert Settings(task_time_limit=20, visibility_timeout=30).broker_visibility_timeout == 30
 
 
 def test_passwords_never_reach_error_messages(monkeypatch: pytest.MonkeyPatch) -> None:

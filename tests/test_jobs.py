@@ -94,6 +94,12 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(db: Engine) -> None:
     lease = jobs.acquire(db, job_id, BOB, SETTINGS)
     assert lease is not None
     assert lease.attempt == 2
+    job = _get(db, job_id)
+    assert job.error_category == "worker_lost"
+    assert job.error_message == (
+        f"attempt 1 ended without a result: its worker ({HOST}/{dead.pid}/gone) died or "
+        "overran its lease"
+    )
     # A holder on another host is trusted until its lease expires.
     other = _job(db)
     _set(
@@ -169,7 +175,18 @@ def test_retry_requeues_failed_jobs_and_leaves_succeeded_ones(db: Engine) -> Non
 
 
 def test_sweeper_publishes_lost_jobs_once(db: Engine) -> None:
-    stuck, fresh, abandoned, alive = (_job(db) for _ in range(4))
+    stuck, fresh, abandoned, alive, orphan = (_job(db) for _ in range(5))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # Held by a process of this host that died: its lease has not expired, but the broker
+    # may have lost its message (a restart without persistence), so it is published now.
+    _set(
+        db,
+        orphan,
+        status="running",
+        lease_owner=f"{HOST}/{dead.pid}/gone",
+        lease_expires_at=datetime.now(UTC) + timedelta(minutes=30),
+    )
     _set(db, stuck, queued_at=datetime.now(UTC) - timedelta(hours=1))
     _set(
         db,
@@ -186,10 +203,12 @@ def test_sweeper_publishes_lost_jobs_once(db: Engine) -> None:
         lease_expires_at=datetime.now(UTC) + timedelta(minutes=30),
     )
     published: list[int] = []
-    assert sorted(jobs.sweep(db, SETTINGS, published.extend)) == sorted([stuck, abandoned])
-    assert sorted(published) == sorted([stuck, abandoned])
-    # The queued one's clock restarted; the abandoned one is published until someone takes it.
-    assert jobs.sweep(db, SETTINGS, published.extend) == [abandoned]
+    lost = sorted([stuck, abandoned, orphan])
+    assert sorted(jobs.sweep(db, SETTINGS, published.extend)) == lost
+    assert sorted(published) == lost
+    # The queued one's clock restarted; the abandoned ones are published until someone takes
+    # them.
+    assert sorted(jobs.sweep(db, SETTINGS, published.extend)) == sorted([abandoned, orphan])
     assert fresh not in published
 
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,139 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from sqlalchemy import Engine, text
 
 from tests.conftest import DatabaseFactory
-from tests.moto_server import FAKE_AWS_ENV, enable_versioning, make_bucket, moto_server
-from transcriber import migrate
+from tests.moto_server import make_bucket, moto_server
+from tests.service_stack import DATA, START, Service, running_service
 from transcriber.config import Settings
-from transcriber.db import make_engine
-from transcriber.sensors import load_files
 from transcriber.storage import s3_client, sqs_client
 
 __all__ = ["moto_server"]  # a fixture, used by name
-
-DATA = Path(__file__).parent / "data"
-START = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
-TIMEOUT = 120.0
-
-
-@dataclass
-class Service:
-    """A running stack; ``env`` is what its processes were started with."""
-
-    settings: Settings
-    env: dict[str, str]
-    engine: Engine
-    workdir: Path
-    tmpdir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str, **overrides: str) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, *args],
-            env={**self.env, **overrides},
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def start_worker(self, name: str = "worker", **overrides: str) -> None:
-        queue = overrides.get("TRANSCRIBER_QUEUE", self.env["TRANSCRIBER_QUEUE"])
-        self.start(
-            name,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            queue,
-            "-c",
-            "1",
-            "--pool",
-            "prefork",
-            "-l",
-            "INFO",
-            "-n",
-            f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            **overrides,
-        )
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def run(self, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, *args],
-            env={**self.env, **overrides},
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-
-    def query(self, sql: str, **params: Any) -> list[Any]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(text(sql), params))
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-            for p in self.workdir.glob("*.log")
-        )
-
-    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.5)
-        jobs = self.query("SELECT id, status, attempts, error_category FROM transcription_jobs")
-        raise AssertionError(f"timed out waiting for {what}; jobs: {jobs}\n{self.logs()}")
-
-    def upload(self, key: str, body: bytes, **metadata: str) -> dict[str, Any]:
-        s3 = s3_client(self.settings)
-        s3.put_object(Bucket=self.settings.s3_bucket, Key=key, Body=body, Metadata=metadata)
-        return dict(s3.head_object(Bucket=self.settings.s3_bucket, Key=key))
-
-    def jobs_of(self, key: str) -> list[Any]:
-        return self.query(
-            "SELECT j.id, j.status, j.attempts, j.error_category, a.version_id "
-            "FROM transcription_jobs j JOIN audio_objects a ON a.id = j.audio_object_id "
-            "WHERE a.key = :key ORDER BY j.id",
-            key=key,
-        )
-
-    def succeeded(self, key: str, count: int = 1) -> Callable[[], bool]:
-        return lambda: sum(1 for j in self.jobs_of(key) if j.status == "succeeded") >= count
-
-
-def _readings_csv(directory: Path) -> list[Path]:
-    facilities = directory / "facilities.csv"
-    facilities.write_text("code,name,timezone\nplant-a,Plant A,UTC\n")
-    sensors = directory / "sensors.csv"
-    sensors.write_text(
-        "facility,code,kind,unit\nplant-a,PT-1,pressure,kPa\nplant-a,TT-1,temperature,C\n"
-    )
-    readings = directory / "readings.csv"
-    lines = ["facility,sensor,ts,value"]
-    for minute in range(-30, 90):
-        ts = (START + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lines += [f"plant-a,PT-1,{ts},{100 + minute}", f"plant-a,TT-1,{ts},{20 + minute / 10}"]
-    readings.write_text("\n".join(lines) + "\n")
-    return [facilities, sensors, readings]
 
 
 @pytest.fixture(scope="module")
@@ -162,38 +34,13 @@ def service(
     databases: DatabaseFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
-    url = databases.postgresql(postgres_server)
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    workdir = tmp_path_factory.mktemp("service")
-    load_files(engine, _readings_csv(workdir))
-    settings = make_bucket(moto_server)
-    enable_versioning(settings)
-    tmpdir = workdir / "worker-tmp"
-    tmpdir.mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TRANSCRIBER_", "AWS_"))},
-        **FAKE_AWS_ENV,
-        "TRANSCRIBER_DATABASE_URL": url,
-        "TRANSCRIBER_BROKER_URL": redis_server,
-        "TRANSCRIBER_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
-        "TRANSCRIBER_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "TRANSCRIBER_S3_BUCKET": settings.s3_bucket,
-        "TRANSCRIBER_SQS_QUEUE_URL": settings.sqs_queue_url,
-        "TRANSCRIBER_TASK_TIME_LIMIT": "300",
-        "TRANSCRIBER_SWEEP_INTERVAL_SECONDS": "5",
-        "TRANSCRIBER_MODEL_CACHE_DIR": str(workdir / "models"),
-        "TMPDIR": str(tmpdir),
-    }
-    stack = Service(settings, env, engine, workdir, tmpdir)
-    stack.start("watch", "-m", "transcriber", "watch", "--wait", "1")
-    stack.start_worker()
-    try:
+    with running_service(
+        moto_endpoint=moto_server,
+        broker_url=redis_server,
+        database_url=databases.postgresql(postgres_server),
+        workdir=tmp_path_factory.mktemp("service"),
+    ) as stack:
         yield stack
-    finally:
-        for name in list(stack.processes):
-            stack.stop(name)
-        engine.dispose()
 
 
 def test_uploads_become_transcripts_joined_to_readings(service: Service) -> None:
@@ -381,7 +228,7 @@ def test_bad_deploy_then_retry_failed_brings_every_job_back(service: Service) ->
         s3.put_object(
             Bucket=other.s3_bucket, Key=key, Body=(DATA / "speech_8k_mono.wav").read_bytes()
         )
-    service.start_worker("bad-worker", TRANSCRIBER_MODEL="/nonexistent/model", **env)
+    service.start_worker("bad-worker", env={**env, "TRANSCRIBER_MODEL": "/nonexistent/model"})
     assert service.run("-m", "transcriber", "scan", **env).returncode == 0
     for key in keys:
         service.wait_for(
@@ -392,7 +239,7 @@ def test_bad_deploy_then_retry_failed_brings_every_job_back(service: Service) ->
         )
         assert service.jobs_of(key)[0].error_category == "model_unavailable"
     service.stop("bad-worker")
-    service.start_worker("good-worker", **env)
+    service.start_worker("good-worker", env=env)
     done = service.run(
         "-m",
         "celery",

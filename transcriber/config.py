@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -138,11 +138,30 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(default=3600, ge=10)
     """Hard limit in seconds for one transcription; the job's lease outlasts it."""
 
+    visibility_timeout: int = Field(default=0, ge=0)
+    """Seconds before Redis hands an unacknowledged task (its worker host died) to another
+    worker; 0 means ``TASK_TIME_LIMIT`` + 300. Must be longer than ``TASK_TIME_LIMIT``."""
+
     requeue_after_seconds: int = Field(default=900, ge=10)
     """The sweeper publishes a queued job again when no worker started it for this long."""
 
     sweep_interval_seconds: int = Field(default=60, ge=1)
     """How often ``transcriber watch`` runs the sweeper (and ``scan --every``)."""
+
+    @model_validator(mode="after")
+    def _check_visibility_timeout(self) -> Settings:
+        # Shorter, and Redis would hand a job that is still running to a second worker.
+        if self.visibility_timeout and self.visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                f"TRANSCRIBER_VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be longer "
+                f"than TRANSCRIBER_TASK_TIME_LIMIT ({self.task_time_limit})"
+            )
+        return self
+
+    @property
+    def broker_visibility_timeout(self) -> int:
+        """The visibility timeout the broker gets: the setting, or the time limit + 300 s."""
+        return self.visibility_timeout or self.task_time_limit + 300
 
     @field_validator("database_url")
     @classmethod

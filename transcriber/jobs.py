@@ -88,7 +88,7 @@ def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Leas
     )
     with engine.begin() as conn:
         holder = conn.execute(
-            select(table.status, table.lease_owner).where(table.id == job_id)
+            select(table.status, table.lease_owner, table.attempts).where(table.id == job_id)
         ).first()
         if holder is None:
             return None
@@ -96,6 +96,15 @@ def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Leas
             takeable = takeable | (
                 (table.status == "running") & (table.lease_owner == holder.lease_owner)
             )
+        values: dict[str, object] = {}
+        if holder.status == "running":
+            # Taking over: the last attempt never finished, so say why for whoever reads the
+            # row (and for the max_attempts message of a file that kills its worker).
+            values = {
+                "error_category": "worker_lost",
+                "error_message": f"attempt {holder.attempts} ended without a result: its "
+                f"worker ({holder.lease_owner}) died or overran its lease",
+            }
         row = conn.execute(
             update(table)
             .where(table.id == job_id, takeable)
@@ -105,6 +114,7 @@ def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Leas
                 lease_expires_at=expires,
                 attempts=table.attempts + 1,
                 started_at=now,
+                **values,
             )
             .returning(table.attempts, table.audio_object_id, table.error_message)
         ).first()
@@ -242,7 +252,8 @@ def retry(
 def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
     """Publish again the jobs the queue seems to have lost: ``queued`` for longer than
     ``REQUEUE_AFTER_SECONDS`` without a worker starting them, and ``running`` with an expired
-    lease (their worker died). Publishing twice is harmless: only one worker gets the lease."""
+    lease or held by a process of this host that no longer runs (their worker died).
+    Publishing twice is harmless: only one worker gets the lease."""
     now = _now()
     table = TranscriptionJob
     stale = (table.status == "queued") & (
@@ -251,6 +262,14 @@ def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
     abandoned = (table.status == "running") & (table.lease_expires_at < now)
     with engine.begin() as conn:
         ids = list(conn.execute(select(table.id).where(stale | abandoned)).scalars())
+        # A holder that died on this host need not wait for its lease to expire: its task
+        # message may be gone too (a broker restarted without persistence).
+        held = conn.execute(
+            select(table.id, table.lease_owner).where(
+                table.status == "running", table.lease_expires_at >= now
+            )
+        )
+        ids += [job_id for job_id, holder in held if _owner_is_dead(holder)]
         if ids:
             # Restart the clock, so the next sweep does not publish them again at once.
             conn.execute(

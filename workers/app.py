@@ -36,7 +36,7 @@ app.conf.update(
     task_soft_time_limit=max(settings.task_time_limit - 60, 5),
     # Redis redelivers an unacknowledged message after the visibility timeout; it must be
     # longer than any task may run, or a long job would be handed to a second worker.
-    broker_transport_options={"visibility_timeout": settings.task_time_limit + 300},
+    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
     # With acks late, a task still running when the broker connection drops would be
     # redelivered while it goes on; cancel it instead.
     worker_cancel_long_running_tasks_on_connection_loss=True,
