@@ -8,6 +8,7 @@ start/stop/kill processes) and checks the database's integrity afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import psutil
 from sqlalchemy import Engine, text
@@ -246,6 +248,28 @@ class Service:
             if rows:
                 problems.append(f"{what}: {[tuple(r) for r in rows[:10]]}")
         return problems
+
+
+def event_body(settings: Settings, key: str, head: Mapping[str, Any], sequencer: str) -> str:
+    """The SQS body of an S3 ObjectCreated event for the version ``head`` describes, with the
+    given sequencer: what S3 sends, to send again, late or out of order."""
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": datetime.now(UTC).isoformat(),
+        "s3": {
+            "bucket": {"name": settings.s3_bucket},
+            "object": {
+                "key": quote_plus(key),
+                "size": head["ContentLength"],
+                "eTag": head["ETag"].strip('"'),
+                "versionId": head.get("VersionId", ""),
+                "sequencer": sequencer,
+            },
+        },
+    }
+    return json.dumps({"Records": [record]})
 
 
 def readings_csv(directory: Path) -> list[Path]:

@@ -454,6 +454,93 @@ def test_wav_whose_header_claims_1s_of_a_10s_recording_never_yields_more_than_th
     assert audio.duration_s <= 1.0
 
 
+def _with_wav_data_size(data: bytes, size: int) -> bytes:
+    """``data`` (a WAV file) with its data chunk's size field set to ``size``."""
+    at = data.index(b"data") + 4
+    return data[:at] + struct.pack("<I", size) + data[at + 4 :]
+
+
+def test_wav_cut_in_half_raises_corrupt_audio_saying_truncated(tmp_path: Path) -> None:
+    data = (DATA / "speech_16k_mono.wav").read_bytes()
+    path = tmp_path / "cut.wav"
+    path.write_bytes(data[: len(data) // 2])
+    # FFmpeg alone reads what is there and reports that as the whole length.
+    declared = _declared_seconds(path)
+    assert declared is not None
+    assert declared < 2.0
+
+    error = _decode_error(path)
+
+    assert type(error) is CorruptAudio
+    assert "truncated" in str(error)
+    assert f"{len(data) - 44:,} bytes" in str(error)
+
+
+def test_wav_whose_header_cannot_be_opened_raises_corrupt_audio(tmp_path: Path) -> None:
+    path = tmp_path / "stub.wav"
+    path.write_bytes((DATA / "speech_16k_mono.wav").read_bytes()[:30])
+
+    error = _decode_error(path)
+
+    assert type(error) is CorruptAudio
+    assert "starts like a WAV file" in str(error)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 0x7FFFF000, 0x7FFFFFFE, 0xFFFFFFFF],
+    ids=["zero", "sox", "arecord", "ffmpeg"],
+)
+def test_wav_streamed_with_an_unknown_length_decodes_to_its_end(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(_with_wav_data_size((DATA / "speech_16k_mono.wav").read_bytes(), size))
+
+    audio = _decode(path)
+
+    assert abs(audio.duration_s - 3.31) <= 0.05
+
+
+def test_wav_with_a_header_and_no_samples_raises_empty_audio(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+    assert path.stat().st_size == 44
+
+    error = _decode_error(path)
+
+    assert type(error) is EmptyAudio
+    assert "no audio" in str(error)
+
+
+def test_wav_in_an_encoding_without_a_decoder_raises_unsupported_audio(tmp_path: Path) -> None:
+    data = bytearray((DATA / "speech_16k_mono.wav").read_bytes())
+    assert data[12:16] == b"fmt "
+    data[20:22] = struct.pack("<H", 0x1234)  # a format tag no codec has
+    path = tmp_path / "odd.wav"
+    path.write_bytes(bytes(data))
+
+    error = _decode_error(path)
+
+    assert type(error) is UnsupportedAudio
+    assert "encoding" in str(error)
+
+
+def test_m4a_missing_its_index_raises_corrupt_audio_not_unsupported(tmp_path: Path) -> None:
+    # The "moov" box comes last in these files: cut it off, as a recorder that died does.
+    data = (DATA / "speech_44k_mono.m4a").read_bytes()
+    assert data[4:8] == b"ftyp"
+    assert b"moov" in data[len(data) // 2 :]
+    path = tmp_path / "cut.m4a"
+    path.write_bytes(data[: len(data) // 2])
+
+    error = _decode_error(path)
+
+    assert type(error) is CorruptAudio
+    assert "MP4/M4A" in str(error)
+
+
 def test_file_with_only_a_video_stream_raises_unsupported_audio(tmp_path: Path) -> None:
     path = tmp_path / "video.mkv"
     with av.open(str(path), "w", format="matroska") as container:

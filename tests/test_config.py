@@ -107,3 +107,8 @@ def test_readme_settings_table_matches_the_settings_object() -> None:
         if isinstance(default, float) and default.is_integer():
             shown = str(int(default))
         assert documented[name] == shown, f"README default of TRANSCRIBER_{name.upper()}"
+
+
+def test_the_soft_time_limit_leaves_time_to_record_a_timeout() -> None:
+    assert Settings(task_time_limit=3600).soft_time_limit == 3540
+    assert Settings(task_time_limit=20).soft_time_limit == 18

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
@@ -35,6 +39,7 @@ def _set(engine: Engine, job_id: int, **values: object) -> None:
         conn.execute(update(TranscriptionJob).where(TranscriptionJob.id == job_id).values(**values))
 
 
+@pytest.mark.fault("P1", "P2")
 def test_only_one_worker_gets_the_lease(db: Engine) -> None:
     job_id = _job(db)
     lease = jobs.acquire(db, job_id, ALICE, SETTINGS)
@@ -44,7 +49,7 @@ def test_only_one_worker_gets_the_lease(db: Engine) -> None:
     job = _get(db, job_id)
     assert (job.status, job.lease_owner, job.attempts) == ("running", ALICE, 1)
     assert job.lease_expires_at is not None
-    assert job.lease_expires_at > datetime.now(UTC) + timedelta(seconds=SETTINGS.task_time_limit)
+    assert job.lease_expires_at > datetime.now(UTC) + timedelta(seconds=jobs.LEASE_SECONDS - 5)
 
 
 def test_a_finished_job_is_never_run_again(db: Engine) -> None:
@@ -59,6 +64,7 @@ def test_a_finished_job_is_never_run_again(db: Engine) -> None:
     assert jobs.acquire(db, job_id, BOB, SETTINGS) is None
 
 
+@pytest.mark.fault("P1", "P2")
 def test_an_expired_lease_passes_on_and_the_old_holder_cannot_finish(db: Engine) -> None:
     job_id = _job(db)
     old = jobs.acquire(db, job_id, ALICE, SETTINGS)
@@ -79,6 +85,7 @@ def test_an_expired_lease_passes_on_and_the_old_holder_cannot_finish(db: Engine)
     assert _get(db, job_id).lease_owner == BOB
 
 
+@pytest.mark.fault("P1", "P2")
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(db: Engine) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -228,3 +235,38 @@ def test_status_counts_and_oldest_queued(db: Engine) -> None:
     assert summary.oldest_queued_at == when
     listed = jobs.list_jobs(db, "failed")
     assert [j.id for j in listed] == [second]
+
+
+def test_a_lease_is_renewed_while_the_job_runs_and_stops_when_lost(db: Engine) -> None:
+    job_id = _job(db)
+    lease = jobs.acquire(db, job_id, ALICE, SETTINGS)
+    assert lease is not None
+    _set(db, job_id, lease_expires_at=datetime.now(UTC) + timedelta(seconds=1))
+    with jobs.keep_lease(db, lease, every_s=0.05) as lost:
+        time.sleep(0.3)
+        renewed = _get(db, job_id).lease_expires_at
+        assert renewed is not None
+        assert renewed > datetime.now(UTC) + timedelta(seconds=jobs.LEASE_SECONDS - 5)
+        assert not lost.is_set()
+        # Another worker takes the job over: the keeper notices and stops renewing.
+        _set(db, job_id, lease_owner=BOB)
+        assert lost.wait(5)
+    assert _get(db, job_id).lease_owner == BOB
+    assert not jobs.renew(db, lease)
+
+
+@pytest.mark.fault("P1")
+def test_workers_racing_for_one_job_at_the_same_instant_give_it_to_one(db: Engine) -> None:
+    job_id = _job(db)
+    start = threading.Barrier(8)
+
+    def race(name: str) -> jobs.Lease | None:
+        start.wait()
+        return jobs.acquire(db, job_id, f"{HOST}/1/{name}", SETTINGS)
+
+    with ThreadPoolExecutor(8) as pool:
+        leases = list(pool.map(race, [f"worker{n}" for n in range(8)]))
+    winners = [lease for lease in leases if lease is not None]
+    assert len(winners) == 1
+    job = _get(db, job_id)
+    assert (job.status, job.attempts, job.lease_owner) == ("running", 1, winners[0].owner)

@@ -9,9 +9,8 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +18,7 @@ import soundfile
 
 from tests.conftest import DatabaseFactory
 from tests.moto_server import make_bucket, moto_server
-from tests.service_stack import DATA, START, Service, running_service
-from transcriber.config import Settings
+from tests.service_stack import DATA, START, Service, event_body, running_service
 from transcriber.storage import s3_client, sqs_client
 
 __all__ = ["moto_server"]  # a fixture, used by name
@@ -81,35 +79,14 @@ def test_uploads_become_transcripts_joined_to_readings(service: Service) -> None
     assert [(s.recorded_at_source, s.placed) for s in sources] == [("metadata", True)]
 
 
-def _event_body(settings: Settings, key: str, head: dict[str, Any], sequencer: str) -> str:
-    from urllib.parse import quote_plus
-
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "eventTime": datetime.now(UTC).isoformat(),
-        "s3": {
-            "bucket": {"name": settings.s3_bucket},
-            "object": {
-                "key": quote_plus(key),
-                "size": head["ContentLength"],
-                "eTag": head["ETag"].strip('"'),
-                "versionId": head.get("VersionId", ""),
-                "sequencer": sequencer,
-            },
-        },
-    }
-    return json.dumps({"Records": [record]})
-
-
+@pytest.mark.fault("P1")
 def test_duplicates_make_one_transcript_and_a_new_version_another(service: Service) -> None:
     key = "dups/plant-a/PT-1/20260314T102000Z.wav"
     head = service.upload(key, (DATA / "speech_16k_mono.wav").read_bytes())
     service.wait_for("first version", service.succeeded(key))
     ((job_id, *_rest),) = service.jobs_of(key)
     sqs = sqs_client(service.settings)
-    body = _event_body(service.settings, key, head, "0055AED6DCD90281E5")
+    body = event_body(service.settings, key, head, "0055AED6DCD90281E5")
     for _ in range(2):  # the same event twice more
         sqs.send_message(QueueUrl=service.settings.sqs_queue_url, MessageBody=body)
     assert service.run("-m", "transcriber", "scan").returncode == 0
@@ -142,6 +119,7 @@ def test_duplicates_make_one_transcript_and_a_new_version_another(service: Servi
     assert "pump" in latest[0].text.lower()
 
 
+@pytest.mark.fault("P5", "P6")
 def test_hostile_keys_are_ingested_and_nothing_escapes_the_temp_dir(service: Service) -> None:
     keys = [
         "odd/a key with spaces.wav",
@@ -163,6 +141,7 @@ def test_hostile_keys_are_ingested_and_nothing_escapes_the_temp_dir(service: Ser
     assert stored == set(keys)
 
 
+@pytest.mark.fault("P5")
 def test_garbage_fails_after_one_attempt_and_is_listed(service: Service) -> None:
     key = "junk/garbage.wav"
     service.upload(key, os.urandom(8192))
@@ -184,6 +163,7 @@ def test_garbage_fails_after_one_attempt_and_is_listed(service: Service) -> None
     assert counts["queue"].isdigit()  # the broker answered with the queue's depth
 
 
+@pytest.mark.fault("P2")
 def test_kill_9_of_the_worker_child_runs_the_job_again_once(
     service: Service, tmp_path: Path
 ) -> None:
@@ -213,6 +193,7 @@ def test_kill_9_of_the_worker_child_runs_the_job_again_once(
     assert count[0].n == 1
 
 
+@pytest.mark.fault("P1", "P4")
 def test_bad_deploy_then_retry_failed_brings_every_job_back(service: Service) -> None:
     # A bucket and queue of its own that no watcher reads: jobs come from `transcriber scan`.
     other = make_bucket(service.settings.s3_endpoint_url)

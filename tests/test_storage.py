@@ -167,6 +167,7 @@ def test_download_of_a_deleted_object_is_superseded(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fault("P6")
 def test_hostile_keys_download_into_the_directory_only(
     moto_bucket: Settings, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ hostile:
 from __future__ import annotations
 
 import gc
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,26 @@ _TRUNCATION_TOLERANCE = 0.9
 # million, long before the max_seconds check sees them. From 4 kHz up, one chunk gives at
 # most two million.
 MIN_SAMPLE_RATE = 4_000
+# A WAV data chunk this long or longer is taken for the "length not known yet" that writers
+# put in the header of a recording streamed to a pipe (FFmpeg 0xFFFFFFFF, arecord 0x7FFFFFFE,
+# SoX 0x7FFFF000), not for a claim about the audio: FFmpeg then reads to the end of the file.
+_WAV_UNKNOWN_LENGTH = 0x7FFF0000
+# How much of a file's start the checks below read: the WAV chunks before "data" (fmt, fact,
+# LIST tags) fit easily.
+_HEAD_BYTES = 64 * 1024
+# The first bytes of each accepted format, for telling a damaged file of that format from a
+# file that is not audio at all when FFmpeg cannot open it (it fails the same way for both).
+# Each is a format and the (offset, bytes) its files start with.
+_SIGNATURES: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...] = (
+    ("a WAV", ((0, b"RIFF"), (8, b"WAVE"))),
+    ("a WAV", ((0, b"RF64"), (8, b"WAVE"))),
+    ("a FLAC", ((0, b"fLaC"),)),
+    ("an Ogg", ((0, b"OggS"),)),
+    ("an MP3", ((0, b"ID3"),)),
+    ("an MP4/M4A", ((4, b"ftyp"),)),
+    ("a WebM/Matroska", ((0, b"\x1a\x45\xdf\xa3"),)),
+    ("an AIFF", ((0, b"FORM"), (8, b"AIF"))),
+)
 
 
 class AudioError(PermanentError):
@@ -122,7 +143,9 @@ def decode(
         raise UnsupportedAudio(f"cannot read the file: {exc.strerror}") from exc
     check_size(size, max_bytes)
     try:
-        return _decode(path, max_seconds, split_channels)
+        head = _read_head(path)
+        _check_wav_length(head, size)
+        return _decode(path, head, max_seconds, split_channels)
     except AudioError:
         raise
     except av.error.FFmpegError as exc:
@@ -135,10 +158,19 @@ def decode(
         gc.collect()
 
 
-def _decode(path: Path, max_seconds: float, split_channels: bool) -> DecodedAudio:
+def _decode(path: Path, head: bytes, max_seconds: float, split_channels: bool) -> DecodedAudio:
     try:
         container = av.open(str(path), mode="r", options=_OPEN_OPTIONS, metadata_errors="ignore")
     except (av.error.InvalidDataError, av.error.ArgumentError, ValueError) as exc:
+        kind = _signature(head)
+        if kind is not None:
+            # An m4a whose recorder died before writing its index (the "moov" box at the
+            # end), a WAV cut inside its header: the user uploaded a real audio file, so
+            # "not audio" would send them looking in the wrong place.
+            raise CorruptAudio(
+                f"the file starts like {kind} file but cannot be opened: it is damaged or "
+                "incomplete"
+            ) from exc
         raise UnsupportedAudio(
             "not a supported audio file (expected wav, flac, mp3, ogg/opus, m4a/aac or webm)"
         ) from exc
@@ -148,6 +180,12 @@ def _decode(path: Path, max_seconds: float, split_channels: bool) -> DecodedAudi
         if not container.streams.audio:
             raise UnsupportedAudio(f"the {container.format.name} file has no audio stream")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            # FFmpeg found an audio stream but has no decoder for it (a WAV with an unknown
+            # format tag, or 16-bit float): PyAV gives no codec context at all.
+            raise UnsupportedAudio(
+                f"the {container.format.name} file's audio is in an encoding that cannot be decoded"
+            )
         declared = _declared_seconds(container, stream)
         if declared is not None and declared > max_seconds:
             raise AudioTooLong(
@@ -160,7 +198,9 @@ def _decode(path: Path, max_seconds: float, split_channels: bool) -> DecodedAudi
         limit = int(max_seconds * SAMPLE_RATE)
         chunks: list[npt.NDArray[np.int16]] = []
         produced = 0
-        for frame in _resampled(_grouped(_valid_frames(container, stream)), resampler):
+        demuxed = _PacketCount()
+        valid = _valid_frames(container, stream, demuxed)
+        for frame in _resampled(_grouped(valid), resampler):
             array = frame.to_ndarray()
             chunks.append(array)
             produced += array.shape[-1] // (source_channels if layout != "mono" else 1)
@@ -173,6 +213,10 @@ def _decode(path: Path, max_seconds: float, split_channels: bool) -> DecodedAudi
         rate = stream.codec_context.sample_rate or 0
         format_name = container.format.name
     if not chunks or produced == 0:
+        if not declared and not demuxed.packets:
+            # A well-formed file that holds no samples (a WAV header with an empty data
+            # chunk: a recorder stopped at once) is empty, not damaged.
+            raise EmptyAudio(f"the {format_name} file holds no audio (0 samples)")
         raise CorruptAudio("no audio could be decoded from the file")
     interleaved = np.concatenate(chunks, axis=-1).reshape(-1)
     if declared is not None and declared > 1.0:
@@ -192,6 +236,50 @@ def _decode(path: Path, max_seconds: float, split_channels: bool) -> DecodedAudi
     return DecodedAudio(channels, rate, source_channels, format_name, codec)
 
 
+def _read_head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise UnsupportedAudio(f"cannot read the file: {exc.strerror}") from exc
+
+
+def _signature(head: bytes) -> str | None:
+    """Which accepted format the file's first bytes announce, if any ("a FLAC")."""
+    for kind, marks in _SIGNATURES:
+        if all(head[offset : offset + len(magic)] == magic for offset, magic in marks):
+            return kind
+    return None
+
+
+def _check_wav_length(head: bytes, size: int) -> None:
+    """Refuse a WAV whose data chunk announces more bytes than the file holds.
+
+    FFmpeg reads such a file to its end without a word (it cannot tell a truncated file from
+    one streamed with an unknown length), so the truncation check after decoding never sees
+    it, and half a recording would come out as if it were all of it.
+    """
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk_id = head[offset : offset + 4]
+        (chunk_size,) = struct.unpack_from("<I", head, offset + 4)
+        start = offset + 8
+        if chunk_id == b"data":
+            present = size - start
+            if (
+                0 < chunk_size < _WAV_UNKNOWN_LENGTH
+                and present < chunk_size * _TRUNCATION_TOLERANCE
+            ):
+                raise CorruptAudio(
+                    f"the file is truncated: its WAV header announces {chunk_size:,} bytes of "
+                    f"audio, but only {max(present, 0):,} are there"
+                )
+            return
+        offset = start + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
+
+
 def _declared_seconds(container: Any, stream: Any) -> float | None:
     """The duration the file's header claims, if it claims one."""
     if stream.duration is not None and stream.time_base is not None:
@@ -201,7 +289,14 @@ def _declared_seconds(container: Any, stream: Any) -> float | None:
     return None
 
 
-def _valid_frames(container: Any, stream: Any) -> Iterator[Any]:
+@dataclass
+class _PacketCount:
+    """How many packets with data the demuxer gave (decodable or not)."""
+
+    packets: int = 0
+
+
+def _valid_frames(container: Any, stream: Any, demuxed: _PacketCount) -> Iterator[Any]:
     """Decoded frames, skipping packets FFmpeg finds invalid (as faster-whisper does): a
     damaged frame in the middle of a long recording costs a few milliseconds, not the file."""
     packets = container.demux(stream)
@@ -211,7 +306,10 @@ def _valid_frames(container: Any, stream: Any) -> Iterator[Any]:
         except StopIteration:
             return
         except av.error.InvalidDataError:
+            demuxed.packets += 1
             continue
+        if packet.size:  # the demuxer ends with an empty packet that flushes the decoder
+            demuxed.packets += 1
         try:
             yield from packet.decode()
         except av.error.InvalidDataError:

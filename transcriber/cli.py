@@ -370,6 +370,7 @@ def _publisher() -> Callable[[Sequence[int]], None]:
 def watch(wait: int) -> None:
     """Turn the bucket's S3 event notifications (from TRANSCRIBER_SQS_QUEUE_URL) into jobs,
     and run the sweeper that republishes jobs the queue lost. Stops cleanly on Ctrl-C."""
+    import logging
     import signal
     import threading
 
@@ -381,6 +382,11 @@ def watch(wait: int) -> None:
     settings = get_settings()
     if not settings.sqs_queue_url:
         raise click.ClickException("TRANSCRIBER_SQS_QUEUE_URL is not set: nothing to watch")
+    # A long-running service: what it registers, publishes and recovers from is worth a
+    # timestamped line (the one-shot commands only print their warnings).
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     engine = migrated_engine()
     publish = _publisher()
     stop = threading.Event()

@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     """Worker processes per host (``celery worker -c``); CPU threads are divided among them."""
 
     task_time_limit: int = Field(default=3600, ge=10)
-    """Hard limit in seconds for one transcription; the job's lease outlasts it."""
+    """Hard limit in seconds for one transcription (the soft limit, 60 s or 10 % less, fails
+    the job as ``timeout``)."""
 
     visibility_timeout: int = Field(default=0, ge=0)
     """Seconds before Redis hands an unacknowledged task (its worker host died) to another
@@ -157,6 +158,12 @@ class Settings(BaseSettings):
                 f"than TRANSCRIBER_TASK_TIME_LIMIT ({self.task_time_limit})"
             )
         return self
+
+    @property
+    def soft_time_limit(self) -> int:
+        """When a job is stopped and failed as ``timeout``: 60 s before the hard limit, or
+        10 % before it for limits under ten minutes (time to record the failure)."""
+        return max(self.task_time_limit - 60, self.task_time_limit * 9 // 10)
 
     @property
     def broker_visibility_timeout(self) -> int:
@@ -226,9 +233,18 @@ class Settings(BaseSettings):
         return value
 
 
+# user:password@ up to the *last* '@': SQLAlchemy and libpq take a password with an unescaped
+# '/', ':' or '@' in it, and stopping at the first of those would print the rest of it.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^:/]*):.*@([^@]*)$", re.DOTALL)
+# libpq (and so psycopg) also takes ?password=..., and drivers accept tokens the same way.
+_QUERY_SECRET = re.compile(r"([?&;][^=&;#]*(?:pass|secret|token)[^=&;#]*=)[^&;#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """A URL safe to print or log: any password replaced by ``***``."""
-    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    """A URL safe to print or log: any password, in the user part or the query, replaced by
+    ``***``. Errs on the side of hiding too much when the URL is ambiguous."""
+    url = _URL_PASSWORD.sub(r"\1:***@\2", url)
+    return _QUERY_SECRET.sub(r"\1***", url)
 
 
 @lru_cache(maxsize=1)

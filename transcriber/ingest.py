@@ -59,6 +59,11 @@ _META_ITEMS_MAX = 32
 _META_NAME_MAX = 128
 _META_VALUE_MAX = 1024
 _TIME_TEXT_MAX = 64
+# Recording times outside these are typos or hostile, and are ignored like any invalid one.
+# The upper bound also matters: at datetime.max (9999-12-31) adding a segment's offset to the
+# recording time overflows, and a job with perfectly good audio would fail as "internal".
+_TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+_TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
 _SEQUENCER = re.compile(r"[0-9A-Fa-f]{1,64}")
 _SCAN_BATCH = 500
 _HEAD_THREADS = 8
@@ -270,15 +275,16 @@ def _match(tokens: Sequence[tuple[bool, str]], text: str) -> dict[str, str]:
 
 def parse_time(value: str) -> datetime | None:
     """An ISO 8601 time, basic (``20260314T101500Z``) or extended
-    (``2026-03-14T10:15:00+01:00``), as aware UTC; no offset means UTC. None if invalid."""
+    (``2026-03-14T10:15:00+01:00``), as aware UTC; no offset means UTC. None if invalid or
+    outside the years 1900 to 2999."""
     value = value.strip()
     if not value or len(value) > _TIME_TEXT_MAX:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-        return _utc(parsed)
+        parsed = _utc(datetime.fromisoformat(value))
     except (ValueError, OverflowError):
         return None
+    return parsed if _TIME_MIN <= parsed < _TIME_MAX else None
 
 
 def clean_code(value: str | None) -> str | None:

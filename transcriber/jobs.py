@@ -13,25 +13,34 @@ its lease can never overwrite the work of the one that took over.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from transcriber.config import Settings
 from transcriber.schema import TranscriptionJob
 
-# The lease outlasts the task's hard time limit, so a job is only taken over once the worker
-# that held it has certainly stopped working on it.
-LEASE_MARGIN_S = 120
+# A lease lasts a minute and the worker renews it every 15 s while the job runs (see
+# keep_lease), so a job whose worker died, hung on a dead database connection or lost its
+# host is free again within a minute, on any host, however long the audio. Three missed
+# renewals in a row are needed to lose a live lease.
+LEASE_SECONDS = 60
+RENEW_EVERY_SECONDS = 15
 MAX_ERROR_MESSAGE = 2000
 
 Publish = Callable[[Sequence[int]], None]
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(RuntimeError):
@@ -81,7 +90,7 @@ def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Leas
     superseded, failed, or held by a live worker). Fails the job once it has had
     ``MAX_ATTEMPTS`` attempts."""
     now = _now()
-    expires = now + timedelta(seconds=settings.task_time_limit + LEASE_MARGIN_S)
+    expires = now + timedelta(seconds=LEASE_SECONDS)
     table = TranscriptionJob
     takeable = (table.status == "queued") | (
         (table.status == "running") & (table.lease_expires_at < now)
@@ -156,6 +165,54 @@ def _finish(
     )
     result = conn.execute(statement)
     return bool(getattr(result, "rowcount", 0))
+
+
+def renew(engine: Engine, lease: Lease) -> bool:
+    """Extend the lease by ``LEASE_SECONDS``; False when it is no longer ours."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(TranscriptionJob)
+            .where(
+                TranscriptionJob.id == lease.job_id,
+                TranscriptionJob.lease_owner == lease.owner,
+                TranscriptionJob.status == "running",
+            )
+            .values(lease_expires_at=_now() + timedelta(seconds=LEASE_SECONDS))
+        )
+        return bool(result.rowcount)
+
+
+@contextmanager
+def keep_lease(
+    engine: Engine, lease: Lease, every_s: float = RENEW_EVERY_SECONDS
+) -> Iterator[threading.Event]:
+    """Renew ``lease`` in a background thread while the block runs.
+
+    The model releases the GIL while it works, so the thread renews on time even during a
+    long transcription. A renewal that fails (the database is away) is logged and tried
+    again; the yielded event is set once the lease is known to be lost, so that the block may
+    stop early (its result would be discarded by :func:`succeed` anyway).
+    """
+    done = threading.Event()
+    lost = threading.Event()
+
+    def renew_until_done() -> None:
+        while not done.wait(every_s):
+            try:
+                if not renew(engine, lease):
+                    log.warning("job %s: lease lost to another worker", lease.job_id)
+                    lost.set()
+                    return
+            except (OperationalError, DBAPIError) as exc:
+                log.warning("job %s: could not renew the lease: %s", lease.job_id, exc.orig)
+
+    thread = threading.Thread(target=renew_until_done, name=f"lease-{lease.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        done.set()
+        thread.join()
 
 
 def succeed(session: Session, lease: Lease) -> None:

@@ -59,7 +59,8 @@ def run_job(
         return "skipped"
     log.info("job %s: attempt %s by %s", job_id, lease.attempt, owner)
     try:
-        _work(engine, lease, settings, concurrency)
+        with jobs.keep_lease(engine, lease):
+            _work(engine, lease, settings, concurrency)
     except Superseded as exc:
         jobs.supersede(engine, lease, str(exc))
         return "superseded"
@@ -74,8 +75,9 @@ def run_job(
         _release_quietly(engine, lease, exc.category, str(exc))
         raise
     except (OperationalError, DBAPIError) as exc:
-        # The database went away mid-job; the lease expires and the sweeper or Celery's
-        # retry brings the job back.
+        # The database went away mid-job: give the lease back if it is there again, else the
+        # lease expires within LEASE_SECONDS; Celery's retry or the sweeper brings the job back.
+        _release_quietly(engine, lease, "database", f"the database failed: {exc.orig}")
         raise DatabaseUnavailable(f"the database failed during job {job_id}: {exc.orig}") from exc
     except timeout_errors:
         jobs.fail(engine, lease, "timeout", "over the time limit (TRANSCRIBER_TASK_TIME_LIMIT)")

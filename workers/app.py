@@ -33,10 +33,16 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_concurrency=settings.worker_concurrency,
     task_time_limit=settings.task_time_limit,
-    task_soft_time_limit=max(settings.task_time_limit - 60, 5),
+    task_soft_time_limit=settings.soft_time_limit,
     # Redis redelivers an unacknowledged message after the visibility timeout; it must be
     # longer than any task may run, or a long job would be handed to a second worker.
-    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+    broker_transport_options={
+        "visibility_timeout": settings.broker_visibility_timeout,
+        # Look for such messages every 10 s (kombu's default is every 100 s), so that the
+        # job of a host that died comes back soon after the visibility timeout.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    },
     # With acks late, a task still running when the broker connection drops would be
     # redelivered while it goes on; cancel it instead.
     worker_cancel_long_running_tasks_on_connection_loss=True,
