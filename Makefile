@@ -29,8 +29,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Every run also writes what the fault tests measured to var/reliability.md.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --reliability-report var/reliability.md
 
 ## make test-faults: only the fault and hostile-input tests (they also run in make test)
 test-faults: $(STAMP)

@@ -99,6 +99,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--reliability-report")
     if path and _rows:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(render(list(_rows.values())))
 
 
@@ -120,8 +121,8 @@ def render(rows: list[_Row]) -> str:
         "",
         "Each promise of the service (ARCHITECTURE.md), the tests that would fail if it broke,",
         "and what the last run of them measured. Written by `make reliability`",
-        "(`pytest -m fault --reliability-report docs/reliability.md`); do not edit by hand.",
-        "CI runs the same tests in `make test`.",
+        "(`pytest -m fault --reliability-report docs/reliability.md`), or copied from",
+        "`var/reliability.md`, which every `make test` (and so CI) writes; do not edit by hand.",
         "",
         "## Machine",
         "",
