@@ -33,6 +33,7 @@ from tests.moto_server import FAKE_AWS_ENV, enable_versioning, free_port, make_b
 from transcriber import migrate
 from transcriber.config import Settings
 from transcriber.db import make_engine
+from transcriber.embedded import wait_for_port
 from transcriber.sensors import load_files
 from transcriber.storage import s3_client
 
@@ -383,16 +384,6 @@ class RedisProcess:
             self.process.kill()
             self.process.wait()
             self.process = None
-
-
-def wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not listen on port {port} within {timeout} s")
 
 
 class TcpProxy:

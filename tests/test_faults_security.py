@@ -31,10 +31,11 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import TABLES, VIEWS, DatabaseFactory, run_cli
 from tests.moto_server import free_port, moto_server
-from tests.service_stack import DATA, Service, readings_csv, running_service, wait_for_port
+from tests.service_stack import DATA, Service, readings_csv, running_service
 from transcriber import migrate
 from transcriber.config import redact_url
 from transcriber.db import make_engine
+from transcriber.embedded import wait_for_port
 from transcriber.schema import Base
 from transcriber.sensors import load_files
 

