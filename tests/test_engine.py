@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,26 @@ def test_model_is_loaded_once_per_process() -> None:
     assert get_model(config) is first
     assert get_model(EngineConfig.from_settings(Settings())) is first
     assert engine.load_count == loads
+
+
+def test_loading_a_model_freezes_what_the_process_holds() -> None:
+    """What exists once a model is loaded is left out of later collections (each decoded file
+    ends with one), and still freed by reference counting when dropped."""
+    gc.unfreeze()
+    held = [[index] for index in range(20_000)]  # containers the collector tracks
+    # A config no test has loaded yet (one more thread), so that this call loads a model.
+    config = EngineConfig.from_settings(Settings())
+    config = replace(config, cpu_threads=config.cpu_threads + 1)
+    loads = engine.load_count
+    try:
+        get_model(config)
+        assert engine.load_count == loads + 1
+        assert gc.get_freeze_count() >= len(held)
+        frozen = gc.get_freeze_count()
+        del held
+        assert gc.get_freeze_count() < frozen - 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_english_only_model_refuses_another_language(loaded: LoadedModel) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert, inspect, select, update
+from sqlalchemy import Engine, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from tests.moto_server import (
@@ -406,6 +406,92 @@ def test_a_running_job_of_an_older_version_is_left_alone(db: Engine) -> None:
     assert [row[1:3] for row in jobs_by_key(db)] == [("e1", "running"), ("e2", "queued")]
 
 
+def _final_jobs(engine: Engine) -> list[tuple[str, str, str, str | None, str | None]]:
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                AudioObject.key,
+                AudioObject.etag,
+                TranscriptionJob.status,
+                TranscriptionJob.error_category,
+                TranscriptionJob.error_message,
+            )
+            .join(AudioObject, AudioObject.id == TranscriptionJob.audio_object_id)
+            .order_by(TranscriptionJob.id)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def _empty(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(TranscriptionJob))
+        conn.execute(delete(AudioObject))
+
+
+@pytest.mark.fault("P1")
+def test_one_batch_ends_as_registering_one_by_one(db: Engine) -> None:
+    settings = Settings()
+    t = LAST_MODIFIED
+    earlier = [(info("a.wav", etag="a0"), None), (info("c.wav", etag="c2", version_id="v2"), "20")]
+    batch = [
+        (info("a.wav", etag="a1", last_modified=t + timedelta(seconds=1)), None),
+        (info("b.wav", etag="b1"), None),
+        (info("a.wav", etag="a2", last_modified=t + timedelta(seconds=2)), None),
+        (info("b.wav", etag="b1"), "ignored: the same version again"),
+        (info("a.wav", etag="a-old", last_modified=t - timedelta(seconds=9)), None),  # late
+        (info("c.wav", etag="c1", version_id="v1"), "10"),  # an older sequencer: late
+        (info("c.wav", etag="c3", version_id="v3"), "30"),
+        (info("b.wav", etag="b2", last_modified=t + timedelta(seconds=1)), None),
+        (info("a.wav", etag="a3", last_modified=t + timedelta(seconds=3)), None),
+    ]
+    do_register(db, earlier, settings)
+    one_by_one = [do_register(db, [obj], settings) for obj in batch]
+    expected = _final_jobs(db)
+    still_queued = [i for ids in one_by_one for i in ids if i in _queued_ids(db)]
+    _empty(db)
+    do_register(db, earlier, settings)
+    queued = do_register(db, batch, settings)
+    assert _final_jobs(db) == expected
+    assert [row[:3] for row in expected if row[2] == "queued"] == [
+        ("c.wav", "c3", "queued"),
+        ("b.wav", "b2", "queued"),
+        ("a.wav", "a3", "queued"),
+    ]
+    # One by one, a job superseded later in the same call was already handed out; a batch
+    # hands out only the jobs still queued at its end.
+    assert len(queued) == len(still_queued) == 3
+    assert queued == sorted(_queued_ids(db))
+
+
+def _queued_ids(engine: Engine) -> list[int]:
+    with Session(engine) as session:
+        return list(
+            session.scalars(select(TranscriptionJob.id).where(TranscriptionJob.status == "queued"))
+        )
+
+
+def test_a_batch_larger_than_one_statement(db: Engine) -> None:
+    settings = Settings()
+    objects = [(info(f"P1/PT-1/{i}.wav", etag=f"e{i}"), None) for i in range(1234)]
+    queued = do_register(db, objects, settings)
+    assert len(set(queued)) == 1234
+    with Session(db) as session:
+        order = session.scalars(
+            select(AudioObject.key)
+            .join(TranscriptionJob, TranscriptionJob.audio_object_id == AudioObject.id)
+            .where(TranscriptionJob.id.in_(queued))
+            .order_by(TranscriptionJob.id)
+        ).all()
+    assert order == [obj.key for obj, _ in objects]  # jobs in the order of the objects
+    with Session(db) as session:
+        # Ids follow the order of arrival too: latest_transcripts counts the highest id of
+        # a key as its newest version.
+        by_id = session.scalars(select(AudioObject.key).order_by(AudioObject.id)).all()
+    assert by_id == order
+    assert do_register(db, objects, settings) == []
+    assert count(db, AudioObject) == count(db, TranscriptionJob) == 1234
+
+
 def test_unknown_codes_are_kept_in_metadata(db: Engine) -> None:
     do_register(db, [(info(metadata={"operator": "Ann"}), None)], Settings())
     with Session(db) as session:
@@ -437,6 +523,37 @@ def test_known_codes_are_linked(db: Engine) -> None:
     with Session(db) as session:
         audio = session.scalars(select(AudioObject)).one()
         assert (audio.facility_id, audio.sensor_id) == (facility_id, sensor_id)
+
+
+def test_a_batch_links_known_codes_and_leaves_unknown_ones(db: Engine) -> None:
+    with Session(db) as session, session.begin():
+        p1, p2 = (
+            session.execute(
+                insert(Facility).values(code=code, name=code).returning(Facility.id)
+            ).scalar_one()
+            for code in ("P1", "P2")
+        )
+        pt1 = session.execute(
+            insert(Sensor)
+            .values(facility_id=p1, code="PT-1", kind="pressure", unit="bar")
+            .returning(Sensor.id)
+        ).scalar_one()
+    keys = ["P1/PT-1/a.wav", "P2/PT-1/b.wav", "P9/PT-1/c.wav", "P1/XX-9/d.wav", "P1/PT-1/e.wav"]
+    do_register(db, [(info(key, etag=key), None) for key in keys], Settings())
+    with Session(db) as session:
+        rows = session.execute(
+            select(AudioObject.key, AudioObject.facility_id, AudioObject.sensor_id).order_by(
+                AudioObject.id
+            )
+        ).all()
+    # PT-1 exists at P1 only; P9 is no facility at all.
+    assert [tuple(row) for row in rows] == [
+        ("P1/PT-1/a.wav", p1, pt1),
+        ("P2/PT-1/b.wav", p2, None),
+        ("P9/PT-1/c.wav", None, None),
+        ("P1/XX-9/d.wav", p1, None),
+        ("P1/PT-1/e.wav", p1, pt1),
+    ]
 
 
 def test_auto_register_sensors_creates_valid_codes_only(db: Engine) -> None:

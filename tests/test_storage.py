@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import botocore.utils
 import pytest
 from botocore.exceptions import ClientError
 
@@ -22,6 +23,7 @@ from transcriber.storage import (
     ObjectInfo,
     StorageAccessDenied,
     StorageError,
+    _parse_timestamp,
     decode_header_value,
     download,
     head,
@@ -325,3 +327,21 @@ def test_metadata_values_are_decoded_from_rfc_2047() -> None:
     assert decode_header_value("=?UTF-8?B?//4=?=") == "\ufffd\ufffd"  # not UTF-8
     assert decode_header_value("=?x-unknown?Q?abc?=") == "abc"
     assert decode_header_value("plain =? text") == "plain =? text"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-03-14T10:15:02.000Z",  # listings
+        "2026-03-14T10:15:02.123456+01:00",
+        "Sat, 14 Mar 2026 10:15:02 GMT",  # headers
+        "2026-03-14T10:15:02",  # no zone: botocore's rules
+        1700000000,  # epoch numbers, as JSON protocols send them
+        "1700000000.5",
+    ],
+)
+def test_timestamps_parse_as_botocore_parses_them(value: str | int) -> None:
+    # The stubs say str only; botocore takes epoch numbers too.
+    assert _parse_timestamp(value) == botocore.utils.parse_timestamp(value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        _parse_timestamp("not a time")

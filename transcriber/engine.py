@@ -8,6 +8,7 @@ own :class:`~transcriber.results.Transcription`.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -144,7 +145,26 @@ def get_model(config: EngineConfig) -> LoadedModel:
         if loaded is None:
             loaded = _loaded[key] = _load(config)
             load_count += 1
+            _freeze_long_lived()
         return loaded
+
+
+def _freeze_long_lived() -> None:
+    """Take every object that exists once a model is loaded out of later garbage collections.
+
+    Decoding a file ends with a full collection (:func:`transcriber.audio.decode`, for PyAV's
+    resampler, faster-whisper issue #390), and a full collection walks every object the
+    process holds: in a Celery worker some 150,000 (Celery, kombu, SQLAlchemy's mappers,
+    botocore's service models), four times what a bare faster-whisper process holds. That
+    walk took 0.15-0.2 s of every job on two cores, most of what the service added to bare
+    faster-whisper (py-spy on a worker; tests/bench/overhead.py has the figures). By the time
+    a model is loaded the process has built what it keeps until it exits, so that is frozen,
+    and collections walk only what jobs create. Reference counting still frees a frozen
+    object once it is dropped; only a reference cycle among frozen objects would never be
+    collected.
+    """
+    gc.collect()  # so that no garbage of the start-up is frozen with the rest
+    gc.freeze()
 
 
 def _load(config: EngineConfig) -> LoadedModel:

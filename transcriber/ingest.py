@@ -26,21 +26,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import unquote_plus
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Table, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from transcriber.config import Settings
 from transcriber.errors import PermanentError
-from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
+from transcriber.schema import AudioObject, Base, Facility, Sensor, TranscriptionJob
 from transcriber.storage import ListedObject, ObjectInfo, head, iter_objects
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 RecordedAtSource = Literal["metadata", "key", "last_modified"]
 Publish = Callable[[Sequence[int]], None]
+_T = TypeVar("_T")
 
 # Codes the loader accepts (transcriber.sensors): only these are created automatically, so
 # that a hostile key or metadata value can never become a facility of its own.
@@ -66,6 +67,8 @@ _TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 _TIME_MAX = datetime(3000, 1, 1, tzinfo=UTC)
 _SEQUENCER = re.compile(r"[0-9A-Fa-f]{1,64}")
 _SCAN_BATCH = 500
+# Values per IN (...) list: well below SQLite's limit of 32,766 parameters per statement.
+_IN_LIST_MAX = 500
 _HEAD_THREADS = 8
 
 
@@ -342,108 +345,223 @@ def register(
 def _register(
     session: Session, objects: Sequence[tuple[ObjectInfo, str | None]], settings: Settings
 ) -> _Registered:
-    codes = _Codes(session, settings.auto_register_sensors)
-    result = _Registered()
+    # A batch costs a few statements whatever its size (multi-row INSERTs, one lookup each
+    # of the codes and of the keys' older versions), where one by one it took three or more
+    # round trips per object. The outcome is the same as registering the objects one after
+    # the other, in order.
+    firsts: dict[tuple[str, str, str, str], tuple[ObjectInfo, str | None]] = {}
     for info, raw_sequencer in objects:
-        sequencer = _clean_sequencer(raw_sequencer)
-        audio_id = _insert_object(session, info, sequencer, settings, codes)
-        if audio_id is None:
-            continue
-        result.inserted += 1
-        job_id = _insert_job(session, audio_id, info, sequencer)
-        if job_id is not None:
-            result.queued.append(job_id)
-    return result
+        # A version named twice keeps its first sighting, as one-by-one registration would.
+        identity = (info.bucket, info.key, info.version_id, info.etag)
+        firsts.setdefault(identity, (info, _clean_sequencer(raw_sequencer)))
+    placed = [
+        (info, sequencer, place(info.key, info.metadata, info.last_modified, settings))
+        for info, sequencer in firsts.values()
+    ]
+    _custom_plans(session)
+    codes = _Codes(session, settings.auto_register_sensors)
+    codes.prefetch([placement for _, _, placement in placed])
+    rows = [_new_object(info, seq, placement, codes) for info, seq, placement in placed]
+    inserted = _insert_objects(session, rows)
+    return _Registered(inserted=len(inserted), queued=_insert_jobs(session, inserted))
 
 
-def _insert_object(
-    session: Session,
-    info: ObjectInfo,
-    sequencer: str | None,
-    settings: Settings,
-    codes: _Codes,
-) -> int | None:
-    """The new row's id, or None when this version is already recorded."""
-    placement = place(info.key, info.metadata, info.last_modified, settings)
+@dataclass
+class _NewObject:
+    """One object version to record: its ``audio_objects`` values, and its age."""
+
+    values: dict[str, Any]
+    age: _Age
+    id: int = 0
+
+    @property
+    def name(self) -> tuple[str, str]:
+        return self.values["bucket"], self.values["key"]
+
+
+def _new_object(
+    info: ObjectInfo, sequencer: str | None, placement: Placement, codes: _Codes
+) -> _NewObject:
     facility_id = codes.facility_id(placement.facility_code)
     sensor_id = codes.sensor_id(facility_id, placement.sensor_code)
+    last_modified = _utc(info.last_modified)
     document = {
         "facility": placement.facility_code,
         "sensor": placement.sensor_code,
-        "last_modified": _utc(info.last_modified).isoformat(),
+        "last_modified": last_modified.isoformat(),
         "s3_metadata": _clean_metadata(info.metadata),
     }
     content_type = clean_text(info.content_type, 255) if info.content_type else None
+    values = {
+        "bucket": info.bucket,
+        "key": info.key,
+        "version_id": info.version_id,
+        "etag": info.etag,
+        "size_bytes": info.size_bytes,
+        "content_type": content_type or None,
+        "facility_id": facility_id,
+        "sensor_id": sensor_id,
+        "recorded_at": placement.recorded_at,
+        "recorded_at_source": placement.source,
+        "metadata": document,
+        "sequencer": sequencer,
+    }
+    return _NewObject(values, _Age(sequencer, last_modified))
+
+
+def _custom_plans(session: Session) -> None:
+    """Have PostgreSQL plan this transaction's lookups for the values they are run with.
+
+    psycopg prepares a statement once it has run five times, and PostgreSQL may then reuse
+    one generic plan for it. For ``key IN (500 parameters)`` on a table whose statistics
+    are stale (one a first scan is filling, or with autovacuum off) that plan compared every
+    row of the bucket with every key one by one: a lookup of 500 keys grew from 5 ms to
+    200 ms at 6,000 rows, and on with the table. Planning each run costs well under 1 ms.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def _table(model: type[Base]) -> Table:
+    # Core inserts with column names as keys skip the ORM's per-row attribute translation.
+    return Base.metadata.tables[model.__tablename__]
+
+
+def _chunks(items: Sequence[_T], size: int = _IN_LIST_MAX) -> Iterator[Sequence[_T]]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
+
+
+def _insert_objects(session: Session, objects: Sequence[_NewObject]) -> list[_NewObject]:
+    """Insert the versions not yet recorded; returns those, in order, with their ids.
+
+    The rows go in in the order given, so ids follow the order of arrival as they did one by
+    one: ``latest_transcripts`` takes a key's highest id for its newest version.
+    """
+    if not objects:
+        return []
+    table = _table(AudioObject)
+    # One statement with a list of parameter sets: SQLAlchemy compiles it once and sends it
+    # as multi-row INSERTs ("insertmanyvalues"). A VALUES clause of 500 rows built here
+    # instead was compiled anew each time, which cost more than the database's work.
     statement = (
-        _upsert(session)(AudioObject)
-        .values(
-            bucket=info.bucket,
-            key=info.key,
-            version_id=info.version_id,
-            etag=info.etag,
-            size_bytes=info.size_bytes,
-            content_type=content_type or None,
-            facility_id=facility_id,
-            sensor_id=sensor_id,
-            recorded_at=placement.recorded_at,
-            recorded_at_source=placement.source,
-            meta=document,
-            sequencer=sequencer,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["bucket", "key", "version_id", "etag"],
-        )
-        .returning(AudioObject.id)
+        _upsert(session)(table)
+        .on_conflict_do_nothing(index_elements=["bucket", "key", "version_id", "etag"])
+        .returning(table.c.id, table.c.bucket, table.c.key, table.c.version_id, table.c.etag)
     )
-    return session.execute(statement).scalar_one_or_none()
+    # Only the rows actually inserted come back, in no promised order: they are matched by
+    # the unique version, not by position.
+    inserted = {
+        (bucket, key, version_id, etag): audio_id
+        for audio_id, bucket, key, version_id, etag in session.execute(
+            statement, [obj.values for obj in objects]
+        )
+    }
+    new: list[_NewObject] = []
+    for obj in objects:
+        v = obj.values
+        audio_id = inserted.get((v["bucket"], v["key"], v["version_id"], v["etag"]))
+        if audio_id is not None:
+            obj.id = audio_id
+            new.append(obj)
+    return new
 
 
-def _insert_job(
-    session: Session, audio_id: int, info: ObjectInfo, sequencer: str | None
-) -> int | None:
-    """Add the new version's job; returns its id when it is queued, None when superseded."""
+def _insert_jobs(session: Session, objects: Sequence[_NewObject]) -> list[int]:
+    """Add the new versions' jobs; returns the ids of those queued.
+
+    Each version is compared with the versions of its key recorded before it — those of
+    earlier calls and those earlier in ``objects`` — exactly as if they came one by one: a
+    version older than one of them is not queued (superseded at once); otherwise it
+    supersedes their still-queued jobs.
+    """
+    if not objects:
+        return []
     now = datetime.now(UTC)
-    others = session.execute(
-        select(AudioObject.id, AudioObject.sequencer, AudioObject.meta).where(
-            AudioObject.bucket == info.bucket,
-            AudioObject.key == info.key,
-            AudioObject.id != audio_id,
-        )
-    ).all()
-    mine = _Age(sequencer, _utc(info.last_modified))
-    if any(mine.older_than(_Age.of(seq, meta)) for _, seq, meta in others):
-        log.info("s3://%s/%s: an older version arrived late; not queued", info.bucket, info.key)
-        session.execute(
-            insert(TranscriptionJob).values(
-                audio_object_id=audio_id,
-                status="superseded",
-                finished_at=now,
-                error_category="superseded",
-                error_message="a newer version of the object was registered before this one",
-                options={},
-            )
-        )
-        return None
-    if others:
+    earlier = _earlier_versions(session, objects)
+    late = {
+        "status": "superseded",
+        "finished_at": now,
+        "error_category": "superseded",
+        "error_message": "a newer version of the object was registered before this one",
+    }
+    overwritten = late | {
+        "error_message": "the object was overwritten by a newer version before this ran"
+    }
+    queued: dict[str, Any] = {
+        "status": "queued",
+        "finished_at": None,
+        "error_category": None,
+        "error_message": None,
+    }
+    jobs: list[dict[str, Any]] = []
+    # Per key: the ages of the versions seen so far, and the indexes in ``jobs`` of the
+    # queued jobs among those of this call.
+    ages = {name: [age for _, age in found] for name, found in earlier.items()}
+    queued_here: dict[tuple[str, str], list[int]] = {}
+    supersede: set[int] = set()
+    for obj in objects:
+        others = ages.setdefault(obj.name, [])
+        if any(obj.age.older_than(other) for other in others):
+            log.info("s3://%s/%s: an older version arrived late; not queued", *obj.name)
+            jobs.append({"audio_object_id": obj.id, **late})
+        else:
+            supersede.update(audio_id for audio_id, _ in earlier.get(obj.name, ()))
+            for index in queued_here.get(obj.name, ()):
+                jobs[index].update(overwritten)
+            queued_here[obj.name] = [len(jobs)]
+            jobs.append({"audio_object_id": obj.id, **queued})
+        others.append(obj.age)
+    for ids in _chunks(sorted(supersede)):
         session.execute(
             update(TranscriptionJob)
             .where(
-                TranscriptionJob.audio_object_id.in_([row[0] for row in others]),
+                TranscriptionJob.audio_object_id.in_(ids),
                 TranscriptionJob.status == "queued",
             )
-            .values(
-                status="superseded",
-                finished_at=now,
-                error_category="superseded",
-                error_message="the object was overwritten by a newer version before this ran",
-            )
+            .values(overwritten)
             .execution_options(synchronize_session=False)
         )
-    return session.execute(
-        insert(TranscriptionJob)
-        .values(audio_object_id=audio_id, status="queued", options={})
-        .returning(TranscriptionJob.id)
-    ).scalar_one()
+    table = _table(TranscriptionJob)
+    rows = session.execute(
+        insert(table).returning(table.c.id, table.c.audio_object_id),
+        [job | {"options": {}} for job in jobs],
+    )
+    job_ids = {audio_id: job_id for job_id, audio_id in rows}
+    return [job_ids[job["audio_object_id"]] for job in jobs if job["status"] == "queued"]
+
+
+def _earlier_versions(
+    session: Session, objects: Sequence[_NewObject]
+) -> dict[tuple[str, str], list[tuple[int, _Age]]]:
+    """The versions recorded before this call of the keys of ``objects``, by key."""
+    new_ids = {obj.id for obj in objects}
+    names: dict[str, set[str]] = {}
+    for obj in objects:
+        names.setdefault(obj.name[0], set()).add(obj.name[1])
+    # First only the ids: most keys have no other version, and reading (and decoding) the
+    # metadata of the rows just inserted cost more than inserting them.
+    older: dict[int, tuple[str, str]] = {}
+    for bucket, keys in names.items():
+        for chunk in _chunks(sorted(keys)):
+            rows = session.execute(
+                select(AudioObject.id, AudioObject.key).where(
+                    AudioObject.bucket == bucket, AudioObject.key.in_(chunk)
+                )
+            )
+            older.update(
+                (audio_id, (bucket, key)) for audio_id, key in rows if audio_id not in new_ids
+            )
+    found: dict[tuple[str, str], list[tuple[int, _Age]]] = {}
+    for ids in _chunks(sorted(older)):
+        versions = session.execute(
+            select(AudioObject.id, AudioObject.sequencer, AudioObject.meta)
+            .where(AudioObject.id.in_(ids))
+            .order_by(AudioObject.id)
+        )
+        for audio_id, sequencer, meta in versions:
+            found.setdefault(older[audio_id], []).append((audio_id, _Age.of(sequencer, meta)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -482,6 +600,46 @@ class _Codes:
         self.create = create
         self.facilities: dict[str, int | None] = {}
         self.sensors: dict[tuple[int, str], int | None] = {}
+
+    def prefetch(self, placements: Sequence[Placement]) -> None:
+        """Look up the codes of all ``placements`` at once: a query or two for a whole
+        batch instead of one per code (codes still unknown are then created, where allowed,
+        one by one as before)."""
+        codes = {p.facility_code for p in placements if p.facility_code is not None}
+        self._prefetch_facilities(sorted(codes - self.facilities.keys()))
+        pairs: set[tuple[int, str]] = set()
+        for p in placements:
+            facility_id = self.facility_id(p.facility_code)
+            if facility_id is not None and p.sensor_code is not None:
+                pairs.add((facility_id, p.sensor_code))
+        self._prefetch_sensors(sorted(pairs - self.sensors.keys()))
+
+    def _prefetch_facilities(self, codes: Sequence[str]) -> None:
+        for chunk in _chunks(codes):
+            rows = self.session.execute(
+                select(Facility.code, Facility.id).where(Facility.code.in_(chunk))
+            )
+            self.facilities.update((code, facility_id) for code, facility_id in rows)
+            if not self.create:
+                # Known to be unknown: facility_id() need not ask again.
+                self.facilities.update((c, None) for c in chunk if c not in self.facilities)
+
+    def _prefetch_sensors(self, pairs: Sequence[tuple[int, str]]) -> None:
+        for chunk in _chunks(pairs):
+            wanted = set(chunk)
+            rows = self.session.execute(
+                select(Sensor.facility_id, Sensor.code, Sensor.id).where(
+                    Sensor.facility_id.in_({facility_id for facility_id, _ in chunk}),
+                    Sensor.code.in_({code for _, code in chunk}),
+                )
+            )
+            self.sensors.update(
+                ((facility_id, code), sensor_id)
+                for facility_id, code, sensor_id in rows
+                if (facility_id, code) in wanted
+            )
+            if not self.create:
+                self.sensors.update((pair, None) for pair in wanted if pair not in self.sensors)
 
     def facility_id(self, code: str | None) -> int | None:
         if code is None:
@@ -547,29 +705,48 @@ def scan(
     prefix = settings.s3_prefix if prefix is None else prefix
     listed = registered = pending_progress = 0
     batch: list[ListedObject] = []
-    for obj in iter_objects(s3, settings.s3_bucket, prefix):
-        listed += 1
-        pending_progress += 1
-        if wanted(obj.key, settings):
-            batch.append(obj)
-        if len(batch) >= _SCAN_BATCH:
-            registered += _scan_batch(s3, engine, settings, publish, batch)
-            batch = []
-        if progress and pending_progress >= 1000:
-            progress(pending_progress)
-            pending_progress = 0
-    if batch:
-        registered += _scan_batch(s3, engine, settings, publish, batch)
+    # The stages overlap: while the pool HEADs the objects of one batch, this thread
+    # registers and publishes the batch before it and lists the next page. In turn they
+    # left the pool idle most of the time, and each stage waited on the others' round trips.
+    ahead: list[Future[ObjectInfo | None]] = []
+    pool = ThreadPoolExecutor(max_workers=_HEAD_THREADS, thread_name_prefix="scan-head")
+    try:
+        for obj in iter_objects(s3, settings.s3_bucket, prefix):
+            listed += 1
+            pending_progress += 1
+            if wanted(obj.key, settings):
+                batch.append(obj)
+            if len(batch) >= _SCAN_BATCH:
+                started = _start_batch(pool, s3, engine, settings, batch)
+                registered += _finish_batch(engine, settings, publish, ahead)
+                ahead, batch = started, []
+            if progress and pending_progress >= 1000:
+                progress(pending_progress)
+                pending_progress = 0
+        started = _start_batch(pool, s3, engine, settings, batch)
+        registered += _finish_batch(engine, settings, publish, ahead)
+        registered += _finish_batch(engine, settings, publish, started)
+    finally:
+        # On an error, the HEADs not yet begun are dropped rather than waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
     if progress and pending_progress:
         progress(pending_progress)
     return ScanResult(listed=listed, registered=registered, skipped=listed - registered)
 
 
-def _scan_batch(
-    s3: S3Client, engine: Engine, settings: Settings, publish: Publish, batch: list[ListedObject]
-) -> int:
+def _start_batch(
+    pool: ThreadPoolExecutor,
+    s3: S3Client,
+    engine: Engine,
+    settings: Settings,
+    batch: list[ListedObject],
+) -> list[Future[ObjectInfo | None]]:
+    """Look the batch up in the database and start the HEADs of the objects not known."""
+    if not batch:
+        return []
     bucket = settings.s3_bucket
     with Session(engine) as session:
+        _custom_plans(session)
         rows = session.execute(
             select(AudioObject.key, AudioObject.etag).where(
                 AudioObject.bucket == bucket,
@@ -577,23 +754,23 @@ def _scan_batch(
             )
         )
         known = {(key, etag) for key, etag in rows}
-    unknown = [obj.key for obj in batch if (obj.key, obj.etag) not in known]
-    if not unknown:
-        return 0
-    infos = [(info, None) for info in _head_all(s3, bucket, unknown) if info is not None]
+    # boto3 clients are safe to share between threads.
+    return [
+        pool.submit(head, s3, bucket, obj.key) for obj in batch if (obj.key, obj.etag) not in known
+    ]
+
+
+def _finish_batch(
+    engine: Engine, settings: Settings, publish: Publish, heads: list[Future[ObjectInfo | None]]
+) -> int:
+    """Register what the HEADs found (those gone meanwhile are skipped), then publish."""
+    infos = [(info, None) for future in heads if (info := future.result()) is not None]
     if not infos:
         return 0
     with Session(engine) as session, session.begin():
         result = _register(session, infos, settings)
     publish_after_commit(publish, result.queued)
     return result.inserted
-
-
-def _head_all(s3: S3Client, bucket: str, keys: Iterable[str]) -> list[ObjectInfo | None]:
-    # HEAD is one round trip per object; a few at once make a backlog of thousands quick.
-    # boto3 clients are safe to share between threads.
-    with ThreadPoolExecutor(max_workers=_HEAD_THREADS, thread_name_prefix="scan-head") as pool:
-        return list(pool.map(lambda key: head(s3, bucket, key), keys))
 
 
 def publish_after_commit(publish: Publish, job_ids: Sequence[int]) -> None:

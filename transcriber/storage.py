@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import email.errors
 import email.header
+import email.utils
 import logging
 import mimetypes
 import os
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3.session
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -220,7 +223,11 @@ def _client(service: str, endpoint: str | None, region: str | None) -> Any:
 def _new_client(service: str, endpoint: str | None, region: str | None) -> Any:
     # A session of its own: boto3's default session is not safe to build clients from in
     # several threads at once.
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_parse_timestamp
+    )
+    session = boto3.session.Session(botocore_session=core)
     region = region or session.region_name or DEFAULT_REGION
     config = Config(
         connect_timeout=_CONNECT_TIMEOUT_S,
@@ -232,6 +239,27 @@ def _new_client(service: str, endpoint: str | None, region: str | None) -> Any:
     )
     log.debug("new %s client (region %s, endpoint %s)", service, region, endpoint or "AWS")
     return session.client(service, region_name=region, endpoint_url=endpoint, config=config)  # type: ignore[call-overload]
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    """A timestamp in a response, as botocore's own parser reads it, only faster for the two
+    forms S3 uses: ISO 8601 in listings (``2026-03-14T10:15:02.000Z``) and RFC 1123 in
+    headers (``Sat, 14 Mar 2026 10:15:02 GMT``). botocore hands every timestamp to dateutil,
+    which took three quarters of the time of parsing a listing page of 1,000 objects."""
+    if isinstance(value, str):
+        parsed: datetime | None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                parsed = None
+        # Without a zone (or for epoch numbers) botocore's rules apply, whatever they are.
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    fallback: datetime = botocore.utils.parse_timestamp(value)
+    return fallback
 
 
 # --- Objects ------------------------------------------------------------------------------

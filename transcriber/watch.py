@@ -1,12 +1,13 @@
 """The bucket watcher (``transcriber watch``): S3 event notifications from SQS → job rows.
 
 One round (:meth:`Watcher.run_once`) receives up to ten messages, reads the facts of each
-object they announce (HEAD: version id, user metadata), registers them all in one
-transaction, and only then publishes the new job ids and deletes the messages. A crash at
-any point loses nothing: before the commit SQS delivers the messages again, after it the
-registration is idempotent and the sweeper publishes queued jobs no worker started. A
-message whose object could not be read because S3 did not answer stays in the queue, so SQS
-delivers it again; one that is not an S3 event at all is logged and deleted.
+object they announce (HEAD: version id, user metadata; all of the round's at once),
+registers them all in one transaction, and only then publishes the new job ids and deletes
+the messages. A crash at any point loses nothing: before the commit SQS delivers the
+messages again, after it the registration is idempotent and the sweeper publishes queued
+jobs no worker started. A message whose object could not be read because S3 did not answer
+stays in the queue, so SQS delivers it again; one that is not an S3 event at all is logged
+and deleted.
 
 :meth:`Watcher.run` repeats rounds until told to stop, backs off (1 s doubling to 60 s, with
 jitter) while S3, SQS or the database are unreachable, and runs the sweeper between rounds.
@@ -19,7 +20,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence, Sized
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import Engine
@@ -30,6 +32,7 @@ from transcriber.config import Settings
 from transcriber.errors import TransientError
 from transcriber.ingest import (
     BadEvent,
+    ObjectEvent,
     Publish,
     parse_event_message,
     publish_after_commit,
@@ -53,7 +56,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What reading a message gives: the HEADs under way for its events, or why it is no event.
+_Reads: TypeAlias = "list[tuple[ObjectEvent, Future[ObjectInfo | None]]] | BadEvent"
+
 MAX_MESSAGES = 10  # SQS's own limit per receive
+_HEAD_THREADS = MAX_MESSAGES  # one HEAD per message at once (a message rarely has more)
 # Failures of a round that are about the world, not the code: logged without a traceback.
 _EXPECTED = (TransientError, StorageError, OperationalError, InterfaceError)
 
@@ -87,6 +94,7 @@ class Watcher:
         self.wait_time_seconds = max(0, min(20, wait_time_seconds))
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self._head_pool: ThreadPoolExecutor | None = None
 
     def run_once(self) -> int:
         """One receive, register, publish, delete round; returns the number of new jobs.
@@ -155,18 +163,22 @@ class Watcher:
     ) -> tuple[list[tuple[ObjectInfo, str | None]], list[MessageTypeDef], Exception | None]:
         """The objects the messages announce, the messages that are done with (to delete),
         and the first error that means some must stay in the queue."""
+        # All the round's HEADs run at once, rather than one round trip after another; their
+        # outcomes are then taken message by message, in order, as if read one at a time.
+        reads = [self._start_reads(s3, message.get("Body", "")) for message in messages]
         objects: list[tuple[ObjectInfo, str | None]] = []
         handled: list[MessageTypeDef] = []
-        for message in messages:
+        for index, (message, read) in enumerate(zip(messages, reads, strict=True)):
             name = message.get("MessageId")
             try:
-                objects.extend(self._objects(s3, message.get("Body", "")))
+                objects.extend(self._finish_reads(read))
             except BadEvent as exc:
                 log.warning("dropping message %s: %s", name, exc)
             except StorageAccessDenied as exc:
                 # Most likely a policy being fixed: keep the message (SQS delivers it again,
                 # or moves it to a dead-letter queue) and say so loudly.
                 log.error("message %s kept: %s", name, exc)
+                _cancel(reads[index + 1 :])
                 return objects, handled, exc
             except StorageError as exc:
                 log.error("dropping message %s: %s", name, exc)
@@ -179,15 +191,19 @@ class Watcher:
                     exc,
                     exc_info=not isinstance(exc, TransientError),
                 )
+                _cancel(reads[index + 1 :])
                 return objects, handled, exc
             handled.append(message)
         return objects, handled, None
 
-    def _objects(self, s3: S3Client, body: str) -> list[tuple[ObjectInfo, str | None]]:
-        """The current facts of each wanted object a message announces, with the event's
-        sequencer when the facts are of the very version the event was about."""
-        found: list[tuple[ObjectInfo, str | None]] = []
-        for event in parse_event_message(body):
+    def _start_reads(self, s3: S3Client, body: str) -> _Reads:
+        """Start reading the current facts of each wanted object a message announces."""
+        try:
+            events = parse_event_message(body)
+        except BadEvent as exc:
+            return exc
+        reads: list[tuple[ObjectEvent, Future[ObjectInfo | None]]] = []
+        for event in events:
             if event.bucket != self.settings.s3_bucket:
                 log.warning(
                     "ignoring an event for bucket %r (watching %r)",
@@ -198,7 +214,21 @@ class Watcher:
             if not wanted(event.key, self.settings):
                 log.debug("ignoring %r: not under the prefix or not an audio suffix", event.key)
                 continue
-            info = head(s3, event.bucket, event.key, event.version_id or None)
+            future = self._heads().submit(
+                head, s3, event.bucket, event.key, event.version_id or None
+            )
+            reads.append((event, future))
+        return reads
+
+    @staticmethod
+    def _finish_reads(reads: _Reads) -> list[tuple[ObjectInfo, str | None]]:
+        """The facts read, each with the event's sequencer when they are of the very version
+        the event was about; raises what the message's parsing or reading raised."""
+        if isinstance(reads, BadEvent):
+            raise reads
+        found: list[tuple[ObjectInfo, str | None]] = []
+        for event, future in reads:
+            info = future.result()
             if info is None:
                 log.info("s3://%s/%s is gone already; nothing to register", event.bucket, event.key)
                 continue
@@ -207,6 +237,15 @@ class Watcher:
             )
             found.append((info, event.sequencer if same_version else None))
         return found
+
+    def _heads(self) -> ThreadPoolExecutor:
+        # Built on first use and kept: a round is short, and new threads each round would
+        # cost more than they save. Its idle threads end with the process.
+        if self._head_pool is None:
+            self._head_pool = ThreadPoolExecutor(
+                max_workers=_HEAD_THREADS, thread_name_prefix="watch-head"
+            )
+        return self._head_pool
 
     def _register(self, objects: Sequence[tuple[ObjectInfo, str | None]]) -> list[int]:
         if not objects:
@@ -250,3 +289,11 @@ class Watcher:
         # "Equal jitter": half the delay fixed, half random, so that several watchers that
         # lost the same endpoint do not all come back at the same instant.
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not cryptographic
+
+
+def _cancel(reads: Sequence[_Reads]) -> None:
+    """Drop the HEADs not yet begun of messages that stay in the queue."""
+    for read in reads:
+        if not isinstance(read, BadEvent):
+            for _, future in read:
+                future.cancel()

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from tests.bench import machine
 
-BENCHMARKS = ["sensors_load", "first_run"]
+BENCHMARKS = [
+    "sensors_load",
+    "first_run",
+    "ingest_rate",
+    "overhead",
+    "memory",
+    "scaling",
+    "sql_at_size",
+]
 OUTPUT = Path(__file__).parents[2] / "docs" / "benchmarks.md"
 
 

@@ -1,0 +1,216 @@
+"""Audio corpora for the service benchmarks, made at run time from the committed speech files.
+
+Nothing here is committed audio: each clip is the three test sentences (tests/data/README.md)
+put together with pauses, cut, scaled, resampled with numpy and encoded with soundfile (WAV,
+FLAC, Ogg Vorbis) or the ffmpeg command line (MP3, AAC in M4A). A seed makes a corpus the same
+on every run, so two runs (or bare faster-whisper and the service in one run) get the very same
+bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+# Not imported from tests.service_stack: the bare faster-whisper process of the overhead
+# benchmark imports this module, and must not carry the service's libraries (see there).
+DATA = Path(__file__).parents[1] / "data"
+RATE = 16_000
+Audio = npt.NDArray[np.float32]
+
+# (extension, how to encode): soundfile's container and subtype, or ffmpeg's codec arguments.
+_SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+_FFMPEG = {
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"],
+    "m4a": ["-c:a", "aac", "-b:a", "64k", "-f", "ipod"],
+}
+MIXED_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a")
+# Rates that recorders, phones and radios produce; 16 kHz is what the model takes, so every
+# other one makes both pipelines resample.
+MIXED_RATES = (16_000, 44_100, 48_000, 8_000, 22_050, 32_000)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One file of a corpus: the object key to upload it as, its bytes and what it is."""
+
+    key: str
+    data: bytes
+    seconds: float
+    ext: str
+    rate: int
+    channels: int
+
+    def write(self, directory: Path) -> Path:
+        path = directory / self.key.replace("/", "_")
+        path.write_bytes(self.data)
+        return path
+
+
+@cache
+def sentences() -> tuple[Audio, ...]:
+    """Sentences A, B and C (tests/data/README.md) as 16 kHz mono float32. C is the right
+    channel of the two-party recording from where B's turn on the left has ended."""
+    a, _ = soundfile.read(DATA / "speech_16k_mono.wav", dtype="float32")
+    b, _ = soundfile.read(DATA / "speech_16k_mono.ogg", dtype="float32")
+    two, _ = soundfile.read(DATA / "two_party_stereo.wav", dtype="float32")
+    return (a, b, np.ascontiguousarray(two[int(4.5 * RATE) :, 1]))
+
+
+def _speech(rng: np.random.Generator, seconds: float) -> Audio:
+    """``seconds`` of a voice note: each sentence at most once, in random order and loudness,
+    with pauses between, over faint noise (digital silence is rarer in real recordings than
+    in test files). What does not fit is cut off at the end.
+
+    A sentence is never said twice in one clip: Whisper takes a transcript that repeats
+    itself for a decoding loop (its text compresses too well) and decodes the window again
+    with sampling, which makes the work random from run to run, and the comparison of two
+    runs meaningless. So the longer clips hold more pause than speech, as voice notes and
+    radio calls do; the VAD skips the pauses on both sides alike.
+    """
+    bank = sentences()
+    order = rng.permutation(len(bank))
+    want = int(seconds * RATE)
+    # As many sentences as fit with half a second around each, at least one (cut short).
+    spoken: list[Audio] = []
+    for index in order:
+        if spoken and sum(map(len, spoken)) + len(bank[index]) + RATE * (len(spoken) + 1) > want:
+            break
+        spoken.append(bank[index] * np.float32(rng.uniform(0.4, 1.0)))
+    room = max(0, want - sum(map(len, spoken)))
+    shares = rng.dirichlet(np.ones(len(spoken) + 1)) * room
+    parts: list[Audio] = []
+    for pause, sentence in zip(shares, [*spoken, None], strict=True):
+        parts.append(np.zeros(int(pause), np.float32))
+        if sentence is not None:
+            parts.append(sentence)
+    audio = np.concatenate(parts)[:want]
+    audio = np.pad(audio, (0, want - len(audio)))
+    noise = rng.normal(0.0, 0.002, len(audio)).astype(np.float32)
+    talk: Audio = np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
+    return talk
+
+
+def _resample(audio: Audio, rate: int) -> Audio:
+    """Cheap resampling from 16 kHz: linear interpolation up, a two-tap average before taking
+    every other sample down to 8 kHz. Good enough for speech the model must still recognise;
+    the point is that the pipelines get files at other rates to convert."""
+    if rate == RATE:
+        return audio
+    if rate == RATE // 2:
+        even = audio[: len(audio) // 2 * 2].reshape(-1, 2)
+        halved: Audio = even.mean(axis=1).astype(np.float32)
+        return halved
+    count = round(len(audio) * rate / RATE)
+    positions = np.arange(count, dtype=np.float64) * (RATE / rate)
+    resampled: Audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+    return resampled
+
+
+def encode(audio: Audio, rate: int, channels: int, ext: str) -> bytes:
+    """``audio`` (16 kHz mono) as a file of type ``ext`` at ``rate`` with ``channels``."""
+    samples = _resample(audio, rate)
+    if channels == 2:
+        # Not quite the same signal on both sides, as with two microphones.
+        samples = np.stack([samples, samples * np.float32(0.8)], axis=1)
+    if ext in _SOUNDFILE:
+        container, subtype = _SOUNDFILE[ext]
+        buffer = io.BytesIO()
+        soundfile.write(buffer, samples, rate, format=container, subtype=subtype)
+        return buffer.getvalue()
+    # Raw float samples in on stdin, the file out on stdout; the bitexact flags keep version
+    # strings out of the file, so a corpus is the same bytes on every run.
+    command = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "f32le",
+        "-ar",
+        str(rate),
+        "-ac",
+        str(channels),
+        "-i",
+        "pipe:0",
+        "-fflags",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-map_metadata",
+        "-1",
+        *_FFMPEG[ext],
+        # An MP4 written to a pipe cannot seek back to put its index first; fragments can.
+        *(["-movflags", "frag_keyframe+empty_moov"] if ext == "m4a" else []),
+        "pipe:1",
+    ]
+    done = subprocess.run(
+        command, input=np.ascontiguousarray(samples).tobytes(), capture_output=True, check=True
+    )
+    return done.stdout
+
+
+def mixed_corpus(
+    count: int, *, prefix: str, min_s: float = 3.0, max_s: float = 30.0, seed: int = 7
+) -> list[Clip]:
+    """``count`` voice notes of ``min_s``-``max_s`` seconds, WAV, FLAC, MP3, Ogg Vorbis and M4A
+    in turn, at the rates of ``MIXED_RATES`` and every third one in stereo."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for n in range(count):
+        seconds = float(rng.uniform(min_s, max_s))
+        ext = MIXED_FORMATS[n % len(MIXED_FORMATS)]
+        # Each run of five formats at one rate, the next five at the next: every format meets
+        # every rate within thirty clips.
+        rate = MIXED_RATES[(n // len(MIXED_FORMATS)) % len(MIXED_RATES)]
+        channels = 2 if n % 3 == 0 else 1
+        audio = _speech(rng, seconds)
+        data = encode(audio, rate, channels, ext)
+        key = f"{prefix}/{n:04d}-{rate // 1000}k-{channels}ch.{ext}"
+        clips.append(Clip(key, data, len(audio) / RATE, ext, rate, channels))
+    return clips
+
+
+def short_clips(count: int, *, prefix: str, seed: int = 6) -> list[Clip]:
+    """``count`` notes of 1-3 s cut from the sentences at random places and loudness, WAV,
+    FLAC and Ogg Vorbis in turn at 16 kHz (as tests/test_faults_load.py makes them)."""
+    rng = np.random.default_rng(seed)
+    bank = sentences()
+    formats = ("wav", "flac", "ogg")
+    clips = []
+    for n in range(count):
+        speech = bank[n % len(bank)]
+        length = int(float(rng.uniform(1.0, 3.0)) * RATE)
+        start = int(rng.integers(0, max(1, len(speech) - length)))
+        audio = (speech[start : start + length] * np.float32(rng.uniform(0.4, 1.0))).astype(
+            np.float32
+        )
+        ext = formats[n % len(formats)]
+        data = encode(audio, RATE, 1, ext)
+        clips.append(Clip(f"{prefix}/{n:04d}.{ext}", data, len(audio) / RATE, ext, RATE, 1))
+    return clips
+
+
+def total_seconds(clips: list[Clip]) -> float:
+    return sum(clip.seconds for clip in clips)
+
+
+def describe(clips: list[Clip]) -> str:
+    """One line: how many clips, how long, which formats and rates."""
+    formats = sorted({c.ext for c in clips})
+    rates = sorted({c.rate for c in clips})
+    lengths = [c.seconds for c in clips]
+    megabytes = sum(len(c.data) for c in clips) / 1e6
+    layouts = "mono and stereo" if len({c.channels for c in clips}) > 1 else "mono"
+    return (
+        f"{len(clips)} clips, {total_seconds(clips):.0f} s of audio "
+        f"({min(lengths):.1f}-{max(lengths):.1f} s each, {megabytes:.1f} MB), "
+        f"{', '.join(formats)} at {', '.join(f'{r / 1000:g}' for r in rates)} kHz, {layouts}"
+    )

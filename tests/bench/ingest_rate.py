@@ -1,0 +1,466 @@
+"""Ingest rate: objects registered by `transcriber scan` and S3 events by the watcher.
+
+One bucket of 100,000 small objects (10,000 with ``quick``) on a moto server, registered into
+freshly migrated PostgreSQL databases, every new job published with the real Celery publish
+(``workers.tasks.publish``) to the local Redis on a throwaway queue, whose length is checked
+afterwards and which is deleted at the end.
+
+- **scan**: ``transcriber.ingest.scan`` over the whole bucket, timed from start to return
+  (listing, the database lookups, HEAD of each new object, registration, publishing).
+- **scan again**: the same with everything already registered (the periodic reconciliation).
+- **watcher**: ``Watcher.run_once`` in a loop until every event is registered, the time of
+  the rounds summed. The events are S3 ``ObjectCreated:Put`` notifications as AWS writes them.
+  moto's SQS walks the whole queue several times for every message it receives, sends or
+  deletes (it works out all of the queue's attributes each time), which makes a backlog of
+  100,000 messages quadratic (hours); AWS has no such cost. So between rounds, and outside
+  the timed part, the queue is topped up to a backlog of a couple of receives.
+- the parts on their own, to show where the time goes: the bare listing
+  (``storage.iter_objects``), bare HEADs with the scan's thread pool, and registration plus
+  publishing without S3 (``ingest.register`` of the listed facts in the scan's batch size).
+
+The moto server runs in a child process: in production S3 is another machine, and a server in
+this process would take the interpreter lock from the code being measured. The child fills
+its bucket through moto's backend directly (100,000 PUTs over HTTP would take minutes and are
+not what is measured); nothing in the timed parts bypasses HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from tests.conftest import POSTGRES_URL, REDIS_URL, DatabaseFactory
+from tests.moto_server import FAKE_AWS_ENV, free_port, make_bucket, start_server
+from transcriber import ingest, migrate
+from transcriber.config import Settings, get_settings
+from transcriber.db import make_engine
+from transcriber.ingest import Publish, register, scan
+from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
+from transcriber.storage import ObjectInfo, head, iter_objects, s3_client, sqs_client
+from transcriber.watch import Watcher
+
+TARGET_PER_S = 5_000.0
+FACILITIES = ("plant-a", "plant-b", "plant-c")
+SENSORS = ("PT-1", "PT-2", "TT-1", "TT-2", "HT-1")
+START = datetime(2026, 3, 14, tzinfo=UTC)
+METADATA_EVERY = 10  # every tenth object carries user metadata that overrides its key
+# SQS messages kept waiting for the watcher: moto's SQS reads every message of the queue, and
+# works out all the queue's attributes, for each message it receives or sends (see above).
+BACKLOG = 20
+HEAD_SAMPLE = 5_000  # keys HEADed on their own: enough for a steady rate
+
+
+# --- The bucket -----------------------------------------------------------------------------
+
+
+def _key(index: int) -> str:
+    facility = FACILITIES[index % len(FACILITIES)]
+    sensor = SENSORS[index // len(FACILITIES) % len(SENSORS)]
+    stamp = (START + timedelta(seconds=index)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{facility}/{sensor}/{stamp}.wav"
+
+
+def _body(index: int) -> bytes:
+    # Distinct bodies, so that every object has its own ETag as real uploads would.
+    return b"RIFF" + index.to_bytes(4, "big")
+
+
+def _serve(port: int, bucket: str, count: int, pipe: Connection) -> None:
+    """The child process: a moto server whose bucket holds ``count`` objects."""
+    os.environ.update(FAKE_AWS_ENV)
+    # A line on stderr per request (werkzeug's access log) would cost the server more than
+    # some requests do, and bury the benchmark's output.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    server = start_server(port)
+    try:
+        settings = make_bucket(f"http://127.0.0.1:{port}", name=bucket)
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        for index in range(count):
+            obj = backend.put_object(bucket, _key(index), _body(index), disable_notification=True)
+            metadata = {"Content-Type": "audio/wav"}
+            if index % METADATA_EVERY == 0:
+                recorded = (START + timedelta(seconds=index, milliseconds=250)).isoformat()
+                metadata |= {"x-amz-meta-facility": "plant-a", "x-amz-meta-recorded-at": recorded}
+            obj.set_metadata(metadata)
+        pipe.send(settings.sqs_queue_url)
+        pipe.recv()  # until the parent is done
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _moto_bucket(count: int) -> Iterator[Settings]:
+    port = free_port()
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(port, bucket, count, child), daemon=True)
+    process.start()
+    try:
+        deadline = time.monotonic() + 600
+        while not parent.poll(1):
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the moto server did not come up ({process.exitcode=})")
+        queue_url = parent.recv()
+        yield Settings(
+            s3_endpoint_url=f"http://127.0.0.1:{port}", s3_bucket=bucket, sqs_queue_url=queue_url
+        )
+    finally:
+        if process.is_alive():
+            parent.send("stop")
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+
+
+def _event_body(settings: Settings, index: int) -> str:
+    """The S3 event notification for the upload of object ``index``, as AWS writes it."""
+    key, body = _key(index), _body(index)
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "awsRegion": "us-east-1",
+                    "eventTime": "2026-03-14T12:00:00.000Z",
+                    "eventName": "ObjectCreated:Put",
+                    "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+                    "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                    "responseElements": {
+                        "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+                        "x-amz-id-2": uuid.uuid4().hex,
+                    },
+                    "s3": {
+                        "s3SchemaVersion": "1.0",
+                        "configurationId": "transcriber",
+                        "bucket": {
+                            "name": settings.s3_bucket,
+                            "ownerIdentity": {"principalId": "EXAMPLE"},
+                            "arn": f"arn:aws:s3:::{settings.s3_bucket}",
+                        },
+                        "object": {
+                            "key": quote_plus(key, safe="/"),
+                            "size": len(body),
+                            "eTag": hashlib.md5(body).hexdigest(),
+                            "sequencer": f"{index + 1:016X}",
+                        },
+                    },
+                }
+            ]
+        }
+    )
+
+
+# --- Databases and the broker -----------------------------------------------------------------
+
+
+def _database(factory: DatabaseFactory) -> Engine:
+    url = factory.postgresql(POSTGRES_URL)
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    # Known facilities and sensors, so that placement links rows as it would in production.
+    with Session(engine) as session, session.begin():
+        for code in FACILITIES:
+            facility = Facility(code=code, name=code, timezone="UTC")
+            session.add(facility)
+            session.flush()
+            for sensor in SENSORS:
+                session.add(
+                    Sensor(facility_id=facility.id, code=sensor, kind="pressure", unit="kPa")
+                )
+    return engine
+
+
+def _count(engine: Engine, what: type[Any], **where: str) -> int:
+    statement = select(func.count()).select_from(what)
+    for name, value in where.items():
+        statement = statement.where(getattr(what, name) == value)
+    with Session(engine) as session:
+        return int(session.scalar(statement) or 0)
+
+
+@dataclass
+class _Broker:
+    """The real publish, onto a queue of its own in the local Redis."""
+
+    publish: Publish
+    queue: str
+
+    def depth(self) -> int:
+        import redis
+
+        with redis.Redis.from_url(REDIS_URL) as client:
+            return int(client.llen(self.queue))
+
+    def drop(self) -> None:
+        import redis
+
+        with redis.Redis.from_url(REDIS_URL) as client:
+            client.delete(self.queue, f"_kombu.binding.{self.queue}")
+
+
+@contextmanager
+def _broker() -> Iterator[_Broker]:
+    queue = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    saved = {name: os.environ.get(name) for name in ("TRANSCRIBER_BROKER_URL", "TRANSCRIBER_QUEUE")}
+    os.environ.update(TRANSCRIBER_BROKER_URL=REDIS_URL, TRANSCRIBER_QUEUE=queue)
+    get_settings.cache_clear()
+    if "workers.app" in sys.modules:
+        # The app reads its settings once, at import: a queue of ours needs a fresh import.
+        raise RuntimeError("ingest_rate must run before anything imports workers.app")
+    from workers.tasks import publish
+
+    broker = _Broker(publish, queue)
+    try:
+        yield broker
+    finally:
+        broker.drop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+@contextmanager
+def _fake_aws() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in [*FAKE_AWS_ENV, "AWS_PROFILE"]}
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(FAKE_AWS_ENV)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- The measurements -----------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    what: str
+    objects: int
+    seconds: float
+    target: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.objects / self.seconds if self.seconds else 0.0
+
+    def markdown(self) -> str:
+        verdict = ("meets" if self.rate >= TARGET_PER_S else "MISSES") if self.target else "–"
+        return (
+            f"| {self.what} | {self.objects:,} | {self.seconds:.1f} s | {self.rate:,.0f}/s "
+            f"| {verdict} |"
+        )
+
+
+def _timed_scan(settings: Settings, engine: Engine, broker: _Broker, count: int) -> float:
+    started = time.perf_counter()
+    result = scan(s3_client(settings), engine, settings, broker.publish)
+    seconds = time.perf_counter() - started
+    assert result.listed == count, result
+    return seconds
+
+
+def _timed_watcher(settings: Settings, engine: Engine, broker: _Broker, count: int) -> float:
+    sqs = sqs_client(settings)
+    sqs.purge_queue(QueueUrl=settings.sqs_queue_url)  # the notification's s3:TestEvent
+    watcher = Watcher(settings, engine, broker.publish, wait_time_seconds=0)
+    sent = registered = 0
+    seconds = 0.0
+    idle = 0
+    while registered < count:
+        if sent - registered < 10 and sent < count:
+            upto = min(count, sent + BACKLOG)
+            for first in range(sent, upto, 10):
+                sqs.send_message_batch(
+                    QueueUrl=settings.sqs_queue_url,
+                    Entries=[
+                        {"Id": str(i), "MessageBody": _event_body(settings, i)}
+                        for i in range(first, min(upto, first + 10))
+                    ],
+                )
+            sent = upto
+        started = time.perf_counter()
+        new = watcher.run_once()
+        seconds += time.perf_counter() - started
+        registered += new
+        idle = 0 if new else idle + 1
+        if idle > 100:
+            raise RuntimeError(f"the watcher stalled at {registered} of {count}")
+    return seconds
+
+
+def _timed_list(settings: Settings) -> tuple[int, float]:
+    started = time.perf_counter()
+    listed = sum(1 for _ in iter_objects(s3_client(settings), settings.s3_bucket))
+    return listed, time.perf_counter() - started
+
+
+def _timed_head(settings: Settings, count: int) -> tuple[int, float]:
+    keys = [_key(index) for index in range(min(count, HEAD_SAMPLE))]
+    started = time.perf_counter()
+    s3 = s3_client(settings)
+    # The scan's pool size (its HEADs run in a pool of this size, overlapped with the rest).
+    with ThreadPoolExecutor(max_workers=ingest._HEAD_THREADS) as pool:
+        found = list(pool.map(lambda key: head(s3, settings.s3_bucket, key), keys))
+    seconds = time.perf_counter() - started
+    assert all(info is not None for info in found)
+    return len(keys), seconds
+
+
+def _timed_register(settings: Settings, engine: Engine, broker: _Broker) -> tuple[int, float]:
+    """Registration and publishing of the listed facts, no HEAD: the part S3 has no say in."""
+    listed = [
+        ObjectInfo(
+            bucket=settings.s3_bucket,
+            key=obj.key,
+            version_id="",
+            etag=obj.etag,
+            size_bytes=obj.size_bytes,
+            content_type="audio/wav",
+            last_modified=obj.last_modified,
+        )
+        for obj in iter_objects(s3_client(settings), settings.s3_bucket)
+    ]
+    batch = ingest._SCAN_BATCH
+    started = time.perf_counter()
+    for first in range(0, len(listed), batch):
+        with Session(engine) as session, session.begin():
+            job_ids = register(
+                session, [(o, None) for o in listed[first : first + batch]], settings
+            )
+        broker.publish(job_ids)
+    return len(listed), time.perf_counter() - started
+
+
+def _timed_publish(broker: _Broker, count: int) -> float:
+    """Publishing alone: ``count`` job ids in the scan's batch size."""
+    batch = ingest._SCAN_BATCH
+    started = time.perf_counter()
+    for first in range(1, count + 1, batch):
+        broker.publish(range(first, min(count + 1, first + batch)))
+    seconds = time.perf_counter() - started
+    if broker.depth() != count:
+        raise RuntimeError(f"published {broker.depth()} of {count}")
+    broker.drop()
+    return seconds
+
+
+def _check(engine: Engine, broker: _Broker, count: int, what: str) -> None:
+    objects = _count(engine, AudioObject)
+    queued = _count(engine, TranscriptionJob, status="queued")
+    published = broker.depth()
+    if not objects == queued == published == count:
+        raise RuntimeError(
+            f"{what}: {objects} objects, {queued} queued jobs, {published} published; "
+            f"expected {count} each"
+        )
+    broker.drop()
+
+
+def run(quick: bool) -> str:
+    count = 10_000 if quick else 100_000
+    factory = DatabaseFactory(Path(tempfile.mkdtemp(prefix="bench-ingest-")))
+    rows: list[_Row] = []
+    parts: list[_Row] = []
+
+    def report(row: _Row, into: list[_Row]) -> None:
+        into.append(row)
+        print(row.markdown(), flush=True)
+
+    started = time.perf_counter()
+    with _fake_aws(), _broker() as broker, _moto_bucket(count) as settings:
+        seeded = time.perf_counter() - started
+        print(f"moto bucket of {count:,} objects ready in {seeded:.1f} s", flush=True)
+        engines: list[Engine] = []
+        try:
+            listed, seconds = _timed_list(settings)
+            report(_Row("bare listing (`list_objects_v2`, 1,000 a page)", listed, seconds), parts)
+            heads, seconds = _timed_head(settings, count)
+            report(_Row(f"bare HEAD, {ingest._HEAD_THREADS} threads", heads, seconds), parts)
+
+            engines.append(engine := _database(factory))
+            seconds = _timed_scan(settings, engine, broker, count)
+            _check(engine, broker, count, "scan")
+            report(_Row("`scan`, empty database", count, seconds, target=True), rows)
+            seconds = _timed_scan(settings, engine, broker, count)
+            if broker.depth() or _count(engine, AudioObject) != count:
+                raise RuntimeError("the second scan registered or published something")
+            report(_Row("`scan` again, everything known", count, seconds), rows)
+
+            engines.append(engine := _database(factory))
+            seconds = _timed_watcher(settings, engine, broker, count)
+            _check(engine, broker, count, "watcher")
+            report(_Row("watcher, `run_once` rounds", count, seconds), rows)
+
+            engines.append(engine := _database(factory))
+            registered, seconds = _timed_register(settings, engine, broker)
+            _check(engine, broker, count, "register")
+            report(_Row("`register` + publish of listed facts, no S3", registered, seconds), parts)
+            seconds = _timed_publish(broker, count)
+            report(_Row("publish alone (`workers.tasks.publish`)", count, seconds), parts)
+        finally:
+            for engine in engines:
+                engine.dispose()
+            factory.drop_all()
+    total = time.perf_counter() - started
+    print(f"ingest_rate took {total:.0f} s", flush=True)
+    return "\n".join(
+        [
+            "## Ingest rate (`transcriber scan` and `transcriber watch`)",
+            "",
+            f"A bucket of {count:,} small objects on a moto server (in a process of its own), "
+            f"one in {METADATA_EVERY} with user metadata that places it; each registered into "
+            "a freshly migrated PostgreSQL database with its job, and the job published to "
+            "Redis with the real Celery publish (the queue's length is checked). Watcher: "
+            "the same objects announced by S3 `ObjectCreated:Put` event notifications "
+            "in SQS, ten a receive, the time of its rounds summed (the queue is topped up "
+            "between rounds, outside the timing, because moto's SQS slows down in proportion "
+            f"to its backlog). Target: at least {TARGET_PER_S:,.0f} objects/s for the scan.",
+            "",
+            "| What | Objects | Wall time | Rate | Target |",
+            "| --- | ---: | ---: | ---: | --- |",
+            *(row.markdown() for row in rows),
+            "",
+            "The parts on their own, to show where the time goes:",
+            "",
+            "| Part | Objects | Wall time | Rate | |",
+            "| --- | ---: | ---: | ---: | --- |",
+            *(row.markdown() for row in parts),
+            "",
+            f"The whole benchmark took {total:.0f} s (moto's bucket filled in {seeded:.0f} s).",
+            "",
+            "Reproduce: `make bench` (this section alone, printed: "
+            "`python -m tests.bench.run --only ingest_rate`).",
+        ]
+    )
