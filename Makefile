@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-faults reliability lint typecheck pytest bench bench-quick fmt clean
+.PHONY: install demo test test-faults reliability lint typecheck pytest bench bench-quick bench-tools fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,19 @@ reliability: $(STAMP)
 	$(BIN)/pytest -m fault --reliability-report docs/reliability.md
 
 ## make bench: the full benchmarks; rewrites docs/benchmarks.md
-bench: $(STAMP)
+bench: $(STAMP) bench-tools
 	$(BIN)/python -m tests.bench.run
 
 ## make bench-quick: the same at a tenth of the size, for development (prints, writes nothing)
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) bench-tools
 	$(BIN)/python -m tests.bench.run --quick
+
+# The benchmarks' corpora are made at run time: speech by flite, MP3 and M4A by ffmpeg.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-tools:
+	@command -v flite >/dev/null && command -v ffmpeg >/dev/null || { \
+		echo "make bench: installing flite and ffmpeg"; \
+		$(SUDO) apt-get install -y -q --no-install-recommends flite ffmpeg; }
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .

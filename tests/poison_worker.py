@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import transcriber.audio
-import transcriber.worker
+import transcriber.job_steps
 from transcriber.audio import DecodedAudio
 from workers import app
 
@@ -33,7 +33,7 @@ def _deadly_decode(
     )
 
 
-# The worker module imported the name; replace it there.
-transcriber.worker.decode = _deadly_decode  # type: ignore[attr-defined]
+# The module that fetches a job's audio imported the name; replace it there.
+transcriber.job_steps.decode = _deadly_decode  # type: ignore[attr-defined]
 
 __all__ = ["POISON", "app"]

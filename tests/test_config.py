@@ -65,6 +65,9 @@ def test_get_settings_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CHANNELS", "stereo", "'mix' or 'split'"),
         ("QUEUE", "a queue", "plain queue name"),
         ("VISIBILITY_TIMEOUT", "3600", "must be longer than TRANSCRIBER_TASK_TIME_LIMIT (3600)"),
+        ("PACK_MAX_SECONDS", "5", "0 (packing off) or from 10 to 30 seconds"),
+        ("PACK_MAX_SECONDS", "45", "less than or equal to 30"),
+        ("PACK_MAX_CLIPS", "1", "greater than or equal to 2"),
     ],
 )
 def test_invalid_values_are_refused_with_a_reason(

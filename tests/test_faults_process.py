@@ -173,7 +173,8 @@ def test_a_file_that_kills_its_decoder_fails_after_max_attempts_and_the_queue_dr
     assert message.startswith("gave up after 3 attempts; last error: attempt 3 ended")
     assert "died" in message
     for key in good:
-        assert [j.attempts for j in service.jobs_of(key)] == [1]
+        # Once more if it shared a packed run with the poison file's first attempt.
+        assert [j.attempts for j in service.jobs_of(key)] in ([1], [2])
     broker = redis.Redis.from_url(service.env["TRANSCRIBER_BROKER_URL"])
     service.wait_for(
         "the queue to drain", lambda: broker.llen(service.env["TRANSCRIBER_QUEUE"]) == 0

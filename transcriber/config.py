@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     beam_size: int = Field(default=5, ge=1, le=20)
     """Beam size for decoding."""
 
+    pack_max_seconds: float = Field(default=30.0, ge=0, le=30)
+    """Short clips are transcribed together, laid end to end with 1 s of silence between
+    them, in windows of at most this many seconds (Whisper's own window is 30 s, and a
+    4 s clip alone costs as much encoder work as 30 s). Each clip still gets its own
+    transcript. 0 turns packing off; otherwise at least 10."""
+
+    pack_max_clips: int = Field(default=12, ge=2, le=64)
+    """The most jobs one task takes from the queue to pack together."""
+
     vad_filter: bool = True
     """Skip non-speech with the Silero VAD before decoding."""
 
@@ -158,6 +167,13 @@ class Settings(BaseSettings):
                 f"than TRANSCRIBER_TASK_TIME_LIMIT ({self.task_time_limit})"
             )
         return self
+
+    @field_validator("pack_max_seconds")
+    @classmethod
+    def _check_pack_max_seconds(cls, value: float) -> float:
+        if 0 < value < 10:
+            raise ValueError("must be 0 (packing off) or from 10 to 30 seconds")
+        return value
 
     @property
     def soft_time_limit(self) -> int:

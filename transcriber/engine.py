@@ -215,7 +215,7 @@ def transcribe(
     language: str | None = options.language
     probability: float | None = None
     for channel, samples in enumerate(tracks):
-        found, info = _run(loaded, samples, options)
+        found, info = run_model(loaded, samples, options)
         segments.extend(replace(s, channel=channel) for s in found)
         # With split channels, the most confident channel's language stands for the file.
         if probability is None or (info.language_probability or 0) > probability:
@@ -247,9 +247,11 @@ def transcribe_file(
     return transcribe(audio, options, loaded)
 
 
-def _run(
+def run_model(
     loaded: LoadedModel, samples: Samples, options: TranscribeOptions
 ) -> tuple[list[Segment], Any]:
+    """The speech segments the model finds in ``samples`` (one track), and faster-whisper's
+    ``TranscriptionInfo`` (language, probability)."""
     kwargs: dict[str, Any] = {
         "language": options.language,
         "beam_size": options.beam_size,

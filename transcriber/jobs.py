@@ -184,27 +184,31 @@ def renew(engine: Engine, lease: Lease) -> bool:
 
 @contextmanager
 def keep_lease(
-    engine: Engine, lease: Lease, every_s: float = RENEW_EVERY_SECONDS
+    engine: Engine, lease: Lease, *more: Lease, every_s: float = RENEW_EVERY_SECONDS
 ) -> Iterator[threading.Event]:
-    """Renew ``lease`` in a background thread while the block runs.
+    """Renew ``lease`` (and ``more`` leases, for a packed run) in a background thread while
+    the block runs.
 
     The model releases the GIL while it works, so the thread renews on time even during a
     long transcription. A renewal that fails (the database is away) is logged and tried
-    again; the yielded event is set once the lease is known to be lost, so that the block may
-    stop early (its result would be discarded by :func:`succeed` anyway).
+    again; the yielded event is set once a lease is known to be lost, so that the block may
+    stop early (that job's result would be discarded by :func:`succeed` anyway). A lost
+    lease is not renewed again; the others are.
     """
     done = threading.Event()
     lost = threading.Event()
+    held = [lease, *more]
 
     def renew_until_done() -> None:
-        while not done.wait(every_s):
-            try:
-                if not renew(engine, lease):
-                    log.warning("job %s: lease lost to another worker", lease.job_id)
-                    lost.set()
-                    return
-            except (OperationalError, DBAPIError) as exc:
-                log.warning("job %s: could not renew the lease: %s", lease.job_id, exc.orig)
+        while held and not done.wait(every_s):
+            for each in list(held):
+                try:
+                    if not renew(engine, each):
+                        log.warning("job %s: lease lost to another worker", each.job_id)
+                        held.remove(each)
+                        lost.set()
+                except (OperationalError, DBAPIError) as exc:
+                    log.warning("job %s: could not renew the lease: %s", each.job_id, exc.orig)
 
     thread = threading.Thread(target=renew_until_done, name=f"lease-{lease.job_id}", daemon=True)
     thread.start()
@@ -213,6 +217,74 @@ def keep_lease(
     finally:
         done.set()
         thread.join()
+
+
+def claim(
+    engine: Engine, owner: str, limit: int, *, max_bytes: int, max_seconds: float
+) -> list[Lease]:
+    """Take up to ``limit`` more queued jobs at once, to pack them with one being run.
+
+    Only first attempts are taken: a job tried before (its worker died, it timed out, a
+    transient error) runs alone, so that a clip that kills its worker never takes the clips
+    packed with it down a second time; each of those runs again once, alone. Only objects of
+    at most ``max_bytes``, and not known to be longer than ``max_seconds``, are taken; oldest
+    first. Jobs another worker is claiming at the same moment are skipped, not waited for.
+    """
+    from transcriber.schema import AudioObject
+
+    now = _now()
+    table = TranscriptionJob
+    first_attempt = (table.status == "queued") & (table.attempts == 0)
+    candidates = (
+        select(table.id)
+        .join(AudioObject, AudioObject.id == table.audio_object_id)
+        .where(
+            first_attempt,
+            AudioObject.size_bytes <= max_bytes,
+            AudioObject.duration_s.is_(None) | (AudioObject.duration_s <= max_seconds),
+        )
+        .order_by(table.queued_at, table.id)
+        .limit(limit)
+        .with_for_update(of=table, skip_locked=True)
+    )
+    with engine.begin() as conn:
+        ids = list(conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        rows = conn.execute(
+            update(table)
+            .where(table.id.in_(ids), first_attempt)
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
+                attempts=table.attempts + 1,
+                started_at=now,
+            )
+            .returning(table.id, table.attempts, table.audio_object_id)
+        ).all()
+    return [Lease(job_id, owner, attempts, audio) for job_id, attempts, audio in sorted(rows)]
+
+
+def unclaim(engine: Engine, lease: Lease) -> None:
+    """Give back a job taken by :func:`claim` and not run: queued again with its attempt
+    not counted, as if it had never been taken (the caller publishes it again)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(TranscriptionJob)
+            .where(
+                TranscriptionJob.id == lease.job_id,
+                TranscriptionJob.lease_owner == lease.owner,
+                TranscriptionJob.status == "running",
+            )
+            .values(
+                status="queued",
+                attempts=TranscriptionJob.attempts - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                started_at=None,
+            )
+        )
 
 
 def succeed(session: Session, lease: Lease) -> None:

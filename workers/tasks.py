@@ -40,6 +40,7 @@ def transcribe(self: object, job_id: int | str) -> Outcome | str:
         settings,
         concurrency=settings.worker_concurrency,
         timeout_errors=(SoftTimeLimitExceeded,),
+        publish=publish,
     )
 
 

@@ -214,3 +214,65 @@ def describe(clips: list[Clip]) -> str:
         f"({min(lengths):.1f}-{max(lengths):.1f} s each, {megabytes:.1f} MB), "
         f"{', '.join(formats)} at {', '.join(f'{r / 1000:g}' for r in rates)} kHz, {layouts}"
     )
+
+
+# What operators say into a radio or phone, in parts that combine into notes of 2-10 s.
+_SUBJECTS = (
+    "the cooling pump", "the main compressor", "valve seven", "the boiler feed line",
+    "the north conveyor", "tank three", "the backup generator", "the flare stack",
+    "the water softener", "the heat exchanger", "the mixing drum", "the loading crane",
+    "the east fan", "the steam trap", "the fire pump", "the air dryer",
+)  # fmt: skip
+_STATES = (
+    "is running hot", "sounds rough again", "has a small leak", "is back online",
+    "needs a new filter", "tripped an alarm", "is vibrating badly", "looks normal now",
+    "was shut down for cleaning", "is losing pressure", "shows a high temperature",
+    "is making a grinding noise", "keeps cycling on and off", "is full of condensate",
+)  # fmt: skip
+_FOLLOW_UPS = (
+    "I am checking it now.", "Please send a technician.", "We will restart it after lunch.",
+    "Call the shift supervisor.", "Log it for the morning crew.", "Nobody was hurt.",
+    "The spare parts are in the warehouse.", "Keep an eye on the gauges.",
+    "I opened a work order.", "It should be fixed by tonight.",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SpokenClip:
+    """A clip spoken by flite from a known text."""
+
+    clip: Clip
+    text: str
+
+
+def _note(rng: np.random.Generator) -> str:
+    parts = []
+    for _ in range(int(rng.integers(1, 3))):
+        subject = str(rng.choice(_SUBJECTS))
+        parts.append(f"{subject[0].upper()}{subject[1:]} {rng.choice(_STATES)}.")
+    if rng.random() < 0.6:
+        parts.append(str(rng.choice(_FOLLOW_UPS)))
+    return " ".join(parts)
+
+
+def spoken_notes(
+    count: int, *, prefix: str, min_s: float = 2.0, max_s: float = 10.0, seed: int = 8
+) -> list[SpokenClip]:
+    """``count`` operator notes of ``min_s``-``max_s`` seconds with their texts, spoken by
+    flite (voice ``slt``, 16 kHz mono WAV). Needs the ``flite`` command."""
+    rng = np.random.default_rng(seed)
+    notes: list[SpokenClip] = []
+    while len(notes) < count:
+        text = _note(rng)
+        done = subprocess.run(
+            ["flite", "-voice", "slt", "-t", text, "-o", "/dev/stdout"],
+            capture_output=True,
+            check=True,
+        )
+        info = soundfile.info(io.BytesIO(done.stdout))
+        if not min_s <= info.duration <= max_s:
+            continue
+        key = f"{prefix}/{len(notes):04d}.wav"
+        clip = Clip(key, done.stdout, info.duration, "wav", info.samplerate, info.channels)
+        notes.append(SpokenClip(clip, text))
+    return notes

@@ -64,6 +64,9 @@ SERVICE_ENV = {
     "TRANSCRIBER_WORD_TIMESTAMPS": "true",
     "TRANSCRIBER_LANGUAGE": LANGUAGE,
     "TRANSCRIBER_CHANNELS": "mix",
+    # One file, one model run, as bare faster-whisper does it: packing short clips into
+    # shared windows has a benchmark of its own (tests/bench/packing.py).
+    "TRANSCRIBER_PACK_MAX_SECONDS": "0",
 }
 
 

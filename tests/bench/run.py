@@ -19,6 +19,7 @@ BENCHMARKS = [
     "overhead",
     "memory",
     "scaling",
+    "packing",
     "sql_at_size",
 ]
 OUTPUT = Path(__file__).parents[2] / "docs" / "benchmarks.md"

@@ -85,13 +85,19 @@ def bench_service(name: str, **overrides: str) -> Iterator[Service]:
 
 
 def start_worker(
-    service: Service, name: str, *, concurrency: int, threads: int, timeout: float = 120
+    service: Service,
+    name: str,
+    *,
+    concurrency: int,
+    threads: int,
+    timeout: float = 120,
+    **env: str,
 ) -> None:
     """A Celery worker with ``concurrency`` pool processes of ``threads`` CTranslate2 threads
-    each, started and ready to take tasks (its pool processes have not loaded the model yet:
-    see :func:`warm_up`)."""
+    each, and the TRANSCRIBER_ variables ``env``, started and ready to take tasks (its pool
+    processes have not loaded the model yet: see :func:`warm_up`)."""
     service.start_worker(
-        name, concurrency=concurrency, env={"TRANSCRIBER_CPU_THREADS": str(threads)}
+        name, concurrency=concurrency, env={"TRANSCRIBER_CPU_THREADS": str(threads), **env}
     )
     log = service.workdir / f"{name}.log"
     deadline = time.monotonic() + timeout

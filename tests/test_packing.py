@@ -1,0 +1,308 @@
+"""Short clips packed into shared windows (transcriber.packing, transcriber.packed_run).
+
+The arithmetic on its own, then the worker's packed run for real: S3 on moto, the database
+(SQLite and PostgreSQL), the bundled tiny.en, six notes whose vocabularies share no word
+(tests/data/make_packing.sh).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from tests.moto_server import moto_bucket, moto_server
+from transcriber import jobs, packed_run, packing
+from transcriber.audio import SAMPLE_RATE
+from transcriber.ingest import scan
+from transcriber.results import Segment, Word
+from transcriber.schema import AudioObject, Transcript, TranscriptionJob
+from transcriber.storage import s3_client
+from transcriber.worker import run_job
+
+__all__ = ["moto_bucket", "moto_server"]  # fixtures, used by name
+
+DATA = Path(__file__).parent / "data"
+TEXTS = [
+    "Seven purple elephants danced quietly.",
+    "Copper wires connect every northern tower.",
+    "Bright morning sunshine warmed frozen lakes.",
+    "Hungry pilots ordered spicy noodles tonight.",
+    "Old wooden bridges creak during storms.",
+    "Fresh orange juice tastes wonderful.",
+]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+# --- The arithmetic --------------------------------------------------------------------------
+
+
+def test_plan_fills_windows_first_fit_in_order_with_gaps() -> None:
+    windows = packing.plan([5.0, 10.0, 20.0, 4.0, 29.5, 9.0], 30.0)
+    layout = [[(p.index, p.offset_s) for p in w.clips] for w in windows]
+    assert layout == [
+        [(0, 0.0), (1, 6.0), (3, 17.0)],  # 5 s, gap, 10 s, gap, 4 s: 21 s
+        [(2, 0.0), (5, 21.0)],  # 20 s did not fit beside them; nor 9 s
+        [(4, 0.0)],  # too long to share: alone
+    ]
+    assert all(w.duration_s <= 30.0 for w in windows)
+    assert packing.fits(28.0, 30.0)
+    assert not packing.fits(28.1, 30.0)
+    assert not packing.fits(0.0, 30.0)
+
+
+def test_join_puts_each_clip_at_its_offset_with_silence_between() -> None:
+    a = np.full(SAMPLE_RATE, 0.5, dtype=np.float32)
+    b = np.full(SAMPLE_RATE // 2, -0.25, dtype=np.float32)
+    (window,) = packing.plan([1.0, 0.5], 30.0)
+    joined = packing.join(window, [a, b])
+    assert len(joined) == round(2.5 * SAMPLE_RATE)
+    assert np.all(joined[:SAMPLE_RATE] == 0.5)
+    assert np.all(joined[SAMPLE_RATE : 2 * SAMPLE_RATE] == 0.0)
+    assert np.all(joined[2 * SAMPLE_RATE :] == -0.25)
+
+
+def _word(start: float, end: float, text: str) -> Word:
+    return Word(start=start, end=end, word=text, probability=0.9)
+
+
+def test_split_cuts_a_segment_that_runs_across_clips_at_its_words() -> None:
+    (window,) = packing.plan([3.0, 2.0, 4.0], 30.0)  # offsets 0, 4, 7
+    across = Segment(
+        start=1.0,
+        end=6.5,
+        text="alpha beta gamma delta",
+        avg_logprob=-0.2,
+        words=(
+            _word(1.0, 1.5, " alpha"),
+            _word(2.6, 3.4, " beta"),  # middle 3.0: inside clip 0
+            _word(3.5, 4.2, " gamma"),  # middle 3.85: past half the gap, clip 1
+            _word(5.5, 6.5, " delta"),
+        ),
+    )
+    wordless = Segment(start=7.5, end=12.0, text="epsilon")  # middle 9.75: clip 2
+    per_clip = packing.split(window, [across, wordless])
+    assert [(s.text, s.start, s.end) for s in per_clip[0]] == [("alpha beta", 1.0, 3.0)]
+    assert [(s.text, s.start, s.end) for s in per_clip[1]] == [("gamma delta", 0.0, 2.0)]
+    assert [(s.text, s.start, s.end) for s in per_clip[2]] == [("epsilon", 0.5, 4.0)]
+    # Times are the clip's own, clamped to its length; what the segment carried stays.
+    assert [(w.word, w.start, w.end) for w in per_clip[1][0].words] == [
+        (" gamma", 0.0, 0.2),
+        (" delta", 1.5, 2.0),
+    ]
+    assert per_clip[0][0].avg_logprob == -0.2
+
+
+def test_split_drops_what_is_left_of_a_cut_segment_without_words() -> None:
+    (window,) = packing.plan([2.0, 2.0], 30.0)
+    segment = Segment(
+        start=0.0,
+        end=5.0,
+        text="yes. ...",
+        words=(_word(0.5, 1.0, " yes."), _word(3.2, 3.4, " ...")),
+    )
+    per_clip = packing.split(window, [segment])
+    assert [s.text for s in per_clip[0]] == ["yes."]
+    assert per_clip[1] == []
+
+
+# --- The worker's packed run --------------------------------------------------------------------
+
+
+Published = list[int]
+
+
+def _flac(samples: np.ndarray[Any, Any]) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, samples, SAMPLE_RATE, format="FLAC")
+    return out.getvalue()
+
+
+def _long_clip() -> bytes:
+    """35 s: small enough to be claimed, too long to share a window."""
+    speech, _ = soundfile.read(DATA / "packing_1.flac", dtype="float32")
+    samples = np.zeros(35 * SAMPLE_RATE, dtype=np.float32)
+    samples[: len(speech)] = speech
+    samples[-len(speech) :] = speech
+    return _flac(samples)
+
+
+def _queue(engine: Engine, settings: Any, objects: dict[str, bytes]) -> dict[str, int]:
+    """Upload ``objects`` and register them; their job ids by key, in queue order."""
+    s3 = s3_client(settings)
+    for key, body in objects.items():
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+    scan(s3, engine, settings, lambda ids: None)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(AudioObject.key, TranscriptionJob.id)
+            .join(TranscriptionJob, TranscriptionJob.audio_object_id == AudioObject.id)
+            .order_by(TranscriptionJob.id)
+        )
+        return {row.key: row.id for row in rows}
+
+
+def _notes() -> dict[str, bytes]:
+    return {f"notes/{n}.flac": (DATA / f"packing_{n}.flac").read_bytes() for n in range(1, 7)}
+
+
+def _job(engine: Engine, job_id: int) -> TranscriptionJob:
+    with Session(engine) as session:
+        job = session.get_one(TranscriptionJob, job_id)
+        session.expunge(job)
+        return job
+
+
+def _transcript(engine: Engine, job_id: int) -> Transcript:
+    with Session(engine) as session:
+        transcript = session.scalars(select(Transcript).where(Transcript.job_id == job_id)).one()
+        for segment in transcript.segments:
+            _ = list(segment.words)
+        session.expunge_all()
+        return transcript
+
+
+def _run(engine: Engine, settings: Any, job_id: int, published: Published | None = None) -> str:
+    publish: Callable[[Sequence[int]], None] = (published if published is not None else []).extend
+    return run_job(job_id, settings, engine=engine, publish=publish)
+
+
+@pytest.mark.parametrize(
+    ("window_s", "windows"), [(30.0, [range(6)]), (10.0, [range(3), range(3, 6)])]
+)
+def test_each_packed_clip_gets_only_its_own_words_at_times_inside_it(
+    db: Engine, moto_bucket: Any, window_s: float, windows: list[range]
+) -> None:
+    settings = moto_bucket.model_copy(update={"pack_max_seconds": window_s})
+    objects = {
+        **_notes(),
+        "notes/7-broken.wav": b"RIFF\x10\x00\x00\x00WAVEfmt garbage",
+        "notes/8-long.flac": _long_clip(),
+    }
+    ids = _queue(db, settings, objects)
+    published: Published = []
+    assert _run(db, settings, ids["notes/1.flac"], published) == "succeeded"
+
+    notes = [f"notes/{n}.flac" for n in range(1, 7)]
+    vocabularies = [_words(text) for text in TEXTS]
+    for index, key in enumerate(notes):
+        job = _job(db, ids[key])
+        assert (job.status, job.attempts) == ("succeeded", 1), key
+        # Six notes of about 2.5 s: one window of 30 s holds them all, one of 10 s three.
+        (window,) = [w for w in windows if index in w]
+        assert job.options["packed"]["jobs"] == [ids[notes[i]] for i in window]
+        transcript = _transcript(db, ids[key])
+        said = _words(transcript.text)
+        others = set().union(*(v for i, v in enumerate(vocabularies) if i != index))
+        assert not said & others, f"{key} got words of another clip: {said & others}"
+        assert len(said & vocabularies[index]) >= 3, f"{key}: {transcript.text!r}"
+        assert transcript.segments
+        for segment in transcript.segments:
+            assert 0.0 <= segment.start_s <= segment.end_s <= transcript.duration_s + 1e-6
+            for word in segment.words:
+                assert segment.start_s - 1e-6 <= word.start_s <= word.end_s
+                assert word.end_s <= segment.end_s + 1e-6
+
+    broken = _job(db, ids["notes/7-broken.wav"])
+    assert (broken.status, broken.error_category, broken.attempts) == ("failed", "corrupt", 1)
+    # The long one was claimed, found too long and handed back: queued, its attempt not
+    # counted, its length known so that no packed run claims it again, published again.
+    long = _job(db, ids["notes/8-long.flac"])
+    assert (long.status, long.attempts, long.lease_owner) == ("queued", 0, None)
+    assert published == [ids["notes/8-long.flac"]]
+    with Session(db) as session:
+        seconds = session.scalar(
+            select(AudioObject.duration_s).where(AudioObject.key == "notes/8-long.flac")
+        )
+    assert seconds == pytest.approx(35.0)
+    assert jobs.claim(db, "someone", 10, max_bytes=1 << 30, max_seconds=28.0) == []
+    assert _run(db, settings, ids["notes/8-long.flac"]) == "succeeded"
+    assert "packed" not in _job(db, ids["notes/8-long.flac"]).options
+
+
+def test_packing_off_runs_one_job_per_task(db: Engine, moto_bucket: Any) -> None:
+    settings = moto_bucket.model_copy(update={"pack_max_seconds": 0.0})
+    ids = _queue(db, settings, _notes())
+    first, *rest = ids.values()
+    assert _run(db, settings, first) == "succeeded"
+    assert "packed" not in _job(db, first).options
+    assert {_job(db, job_id).status for job_id in rest} == {"queued"}
+
+
+def test_only_clips_with_the_same_options_share_a_window(
+    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transcriber.job_steps
+    from transcriber.engine import TranscribeOptions
+
+    def options_by_parity(session: Session, audio_id: int, settings: Any) -> TranscribeOptions:
+        return TranscribeOptions.from_settings(settings, hotwords=f"parity {audio_id % 2}")
+
+    monkeypatch.setattr(transcriber.job_steps, "options_for_audio", options_by_parity)
+    ids = _queue(db, moto_bucket, _notes())
+    assert _run(db, moto_bucket, next(iter(ids.values()))) == "succeeded"
+    audio_of = {j: _job(db, j).audio_object_id for j in ids.values()}
+    windows = {tuple(_job(db, j).options["packed"]["jobs"]) for j in ids.values()}
+    assert len(windows) == 2
+    for window in windows:
+        assert len({audio_of[j] % 2 for j in window}) == 1
+
+
+def test_a_window_that_fails_runs_its_clips_one_by_one(
+    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the window broke")
+
+    monkeypatch.setattr(packed_run, "run_model", broken)
+    ids = _queue(db, moto_bucket, _notes())
+    assert _run(db, moto_bucket, next(iter(ids.values()))) == "succeeded"
+    for job_id in ids.values():
+        job = _job(db, job_id)
+        assert (job.status, job.attempts) == ("succeeded", 1)
+        assert "packed" not in job.options
+        assert _transcript(db, job_id).text
+
+
+class _Died(BaseException):
+    """What the worker process dying mid-window looks like from inside: nothing after it
+    runs, nothing is recorded."""
+
+
+def test_a_crash_mid_window_runs_every_clip_of_it_again_once_alone(
+    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def dies(*args: object, **kwargs: object) -> None:
+        raise _Died
+
+    ids = _queue(db, moto_bucket, _notes())
+    with monkeypatch.context() as patch:
+        patch.setattr(packed_run, "run_model", dies)
+        with pytest.raises(_Died):
+            _run(db, moto_bucket, next(iter(ids.values())))
+    assert {_job(db, j).status for j in ids.values()} == {"running"}
+    # Their leases run out (the process is gone); the sweeper publishes them again.
+    with db.begin() as conn:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        conn.execute(update(TranscriptionJob).values(lease_expires_at=past))
+    swept: Published = []
+    jobs.sweep(db, moto_bucket, swept.extend)
+    assert sorted(swept) == sorted(ids.values())
+    for job_id in swept:
+        assert _run(db, moto_bucket, job_id) == "succeeded"
+    for job_id in ids.values():
+        job = _job(db, job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2)
+        assert "packed" not in job.options  # a second attempt runs alone

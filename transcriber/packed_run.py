@@ -1,0 +1,251 @@
+"""Short jobs run together: several clips in each of Whisper's 30 s windows.
+
+A worker whose job turns out to be a short clip claims more queued jobs through the database
+(:func:`jobs.claim`, the same conditional UPDATE as a lease: no second queue, nothing lost if
+the worker dies), fetches them, lays the short ones end to end in windows
+(:mod:`transcriber.packing`), runs the model once per window with word timestamps and gives
+each clip its own transcript, saved exactly as if it had run alone: its own transaction,
+lease check and failure handling. The claimed jobs' own task messages find them running or
+done and do nothing.
+
+Why a claim in the database and not ``celery-batches``: the database is where jobs live and
+are leased, so a claim needs no second place that could disagree; it takes only jobs that
+are really queued (not those a message duplicates, or another worker holds); and Celery's
+acknowledgement, retry and time-limit logic stay one message, one task, as everywhere else.
+
+What keeps a bad clip from hurting its neighbours:
+
+- each clip is fetched and decoded on its own; one that fails there fails alone, before any
+  window is built;
+- a window whose model run raises is run again clip by clip;
+- only first attempts are packed: a clip whose worker died (or that timed out) runs alone
+  the next time, and so does every clip that shared its window, so a clip that kills its
+  worker costs its neighbours one attempt, once;
+- a claimed job that turns out too long to share a window is handed back unrun, its attempt
+  not counted and its duration recorded so that no worker claims it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from transcriber import jobs, packing
+from transcriber.config import Settings
+from transcriber.engine import LoadedModel, TranscribeOptions, run_model, transcribe
+from transcriber.errors import TransientError
+from transcriber.ingest import publish_after_commit
+from transcriber.job_steps import Fetched, Outcome, fetch, record_audio_facts, save, settle
+from transcriber.results import Transcription
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Only objects this small are claimed: 2 MiB holds 30 s of 16-bit mono audio at 32 kHz, or 10 s
+# of CD-quality stereo. A compressed file this small can be far longer; decoding tells, and
+# one that does not fit a window is handed back (see the module's docstring).
+CLAIM_MAX_BYTES = 2 * 1024 * 1024
+
+
+def packable(fetched: Fetched, loaded: LoadedModel, settings: Settings) -> bool:
+    """Whether a fetched clip may share a window: packing on, short enough, one track (not
+    ``CHANNELS=split``), and a language known in advance (a multilingual model detecting the
+    language would detect one for the whole window)."""
+    options = fetched.options
+    return (
+        settings.pack_max_seconds > 0
+        and packing.fits(fetched.duration_s, settings.pack_max_seconds)
+        and options.channels == "mix"
+        and (options.language is not None or not loaded.multilingual)
+    )
+
+
+def claim_companions(
+    engine: Engine, primary: Fetched, loaded: LoadedModel, settings: Settings
+) -> list[jobs.Lease]:
+    """More queued jobs to run with ``primary``, when it is a first attempt that may share a
+    window; none otherwise."""
+    if primary.lease.attempt > 1 or not packable(primary, loaded, settings):
+        return []
+    return jobs.claim(
+        engine,
+        primary.lease.owner,
+        settings.pack_max_clips - 1,
+        max_bytes=CLAIM_MAX_BYTES,
+        max_seconds=settings.pack_max_seconds - packing.GAP_SECONDS - 1.0,
+    )
+
+
+def run(
+    engine: Engine,
+    primary: Fetched,
+    companions: Sequence[jobs.Lease],
+    loaded: LoadedModel,
+    settings: Settings,
+    publish: jobs.Publish,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> Outcome:
+    """Run ``primary`` (the task's own job, fetched) with ``companions`` (claimed); returns
+    the primary's outcome and raises what its own error would raise if it ran alone."""
+    state = _Run(engine, primary.lease, publish, timeout_errors)
+    leases = [primary.lease, *companions]
+    try:
+        with jobs.keep_lease(engine, *leases):
+            clips = [primary, *state.fetch_companions(companions, settings)]
+            # Only clips with the very same options share a window.
+            groups: dict[TranscribeOptions, list[Fetched]] = {}
+            for clip in clips:
+                if packable(clip, loaded, settings):
+                    groups.setdefault(clip.options, []).append(clip)
+                else:
+                    state.alone(clip, loaded)
+            for members in groups.values():
+                durations = [clip.duration_s for clip in members]
+                for window in packing.plan(durations, settings.pack_max_seconds):
+                    state.window(window, members, loaded)
+    except timeout_errors:
+        state.give_up(leases)
+    return state.result()
+
+
+@dataclass
+class _Run:
+    """The outcomes of the jobs of one packed run, each recorded on its own job."""
+
+    engine: Engine
+    primary: jobs.Lease
+    publish: jobs.Publish
+    timeout_errors: tuple[type[BaseException], ...]
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    primary_error: Exception | None = None
+
+    def fetch_companions(
+        self, companions: Sequence[jobs.Lease], settings: Settings
+    ) -> list[Fetched]:
+        clips: list[Fetched] = []
+        for lease in companions:
+            clip = self.attempt(lease, partial(fetch, self.engine, lease, settings))
+            if clip is None:
+                continue
+            if packing.fits(clip.duration_s, settings.pack_max_seconds):
+                clips.append(clip)
+            else:
+                self.attempt(lease, partial(self._hand_back, clip))
+        return clips
+
+    def _hand_back(self, clip: Fetched) -> None:
+        with Session(self.engine) as session, session.begin():
+            record_audio_facts(session, clip)  # so that no worker claims it again
+        jobs.unclaim(self.engine, clip.lease)
+        job_id = clip.lease.job_id
+        log.info("job %s: %.1f s is too long to pack; back in the queue", job_id, clip.duration_s)
+        self.outcomes[job_id] = "released"
+        publish_after_commit(self.publish, [job_id])
+
+    def alone(self, clip: Fetched, loaded: LoadedModel) -> None:
+        self.finish(clip, partial(transcribe, clip.audio, clip.options, loaded))
+
+    def window(self, window: packing.Window, group: Sequence[Fetched], loaded: LoadedModel) -> None:
+        """Run the clips of ``group`` (the list the window was planned from) that
+        ``window`` holds."""
+        clips = [group[placed.index] for placed in window.clips]
+        if len(clips) == 1:
+            self.alone(clips[0], loaded)
+            return
+        ids = [clip.lease.job_id for clip in clips]
+        options = clips[0].options
+        try:
+            samples = packing.join(window, [clip.audio.channels[0] for clip in group])
+            # Words are what a segment that runs across two clips is cut at.
+            started = time.perf_counter()
+            segments, info = run_model(loaded, samples, replace(options, word_timestamps=True))
+            seconds = time.perf_counter() - started
+        except self.timeout_errors:
+            raise
+        except Exception:
+            log.exception("jobs %s: their shared window failed; running them one by one", ids)
+            for clip in clips:
+                self.alone(clip, loaded)
+            return
+        per_clip = packing.split(window, segments)
+        audio_s = sum(p.duration_s for p in window.clips)
+        for placed, clip in zip(window.clips, clips, strict=True):
+            found = per_clip[placed.index]
+            if not options.word_timestamps:
+                found = [replace(s, words=()) for s in found]
+            result = Transcription(
+                language=info.language,
+                language_probability=info.language_probability,
+                duration_s=clip.duration_s,
+                segments=tuple(found),
+                model=loaded.config.model,
+                # The window's time, shared by audio length: what this clip cost.
+                processing_s=seconds * placed.duration_s / audio_s,
+                options=options.as_dict()
+                | {"packed": {"jobs": ids, "offset_s": round(placed.offset_s, 3)}},
+                device=loaded.device,
+                compute_type=loaded.compute_type,
+            )
+            self.finish(clip, partial(_given, result))
+        log.info("jobs %s: one window of %.1f s in %.1f s", ids, window.duration_s, seconds)
+
+    def finish(self, clip: Fetched, result: Callable[[], Transcription]) -> None:
+        def transcribe_and_save() -> bool:
+            save(self.engine, clip, result())
+            return True
+
+        if self.attempt(clip.lease, transcribe_and_save):
+            self.outcomes[clip.lease.job_id] = "succeeded"
+
+    def attempt(self, lease: jobs.Lease, step: Callable[[], _T]) -> _T | None:
+        """``step()``, or None when it raised: the job's outcome is then recorded as if it
+        had run alone, and a job put back in the queue is published again (the task's own
+        job excepted: its error is raised at the end, for Celery's retry)."""
+        try:
+            return step()
+        except self.timeout_errors:
+            raise
+        except Exception as exc:
+            try:
+                self.outcomes[lease.job_id] = settle(self.engine, lease, exc, self.timeout_errors)
+            except TransientError as raised:
+                self.outcomes[lease.job_id] = "released"
+                if lease == self.primary:
+                    self.primary_error = raised
+                else:
+                    publish_after_commit(self.publish, [lease.job_id])
+            except Exception as raised:  # a bug: the job is failed as internal
+                self.outcomes[lease.job_id] = "failed"
+                if lease == self.primary:
+                    self.primary_error = raised
+                else:
+                    log.exception("job %s failed", lease.job_id, exc_info=raised)
+            return None
+
+    def give_up(self, leases: Sequence[jobs.Lease]) -> None:
+        """The time limit struck: every job not done yet goes back to the queue, to run
+        alone (its attempt counted), where a clip that is really too slow fails alone."""
+        pending = [lease for lease in leases if lease.job_id not in self.outcomes]
+        for lease in pending:
+            message = "its packed run went over the time limit; runs again alone"
+            jobs.release(self.engine, lease, "timeout", message)
+            self.outcomes[lease.job_id] = "released"
+        log.warning("jobs %s: over the time limit; back in the queue", [x.job_id for x in pending])
+        publish_after_commit(self.publish, [lease.job_id for lease in pending])
+
+    def result(self) -> Outcome:
+        if self.primary_error is not None:
+            raise self.primary_error
+        return self.outcomes.get(self.primary.job_id, "skipped")
+
+
+def _given(result: Transcription) -> Transcription:
+    return result
