@@ -306,3 +306,17 @@ def test_a_crash_mid_window_runs_every_clip_of_it_again_once_alone(
         job = _job(db, job_id)
         assert (job.status, job.attempts) == ("succeeded", 2)
         assert "packed" not in job.options  # a second attempt runs alone
+
+
+def test_a_claimed_clip_left_alone_in_a_window_goes_back_to_the_queue(
+    db: Engine, moto_bucket: Any
+) -> None:
+    settings = moto_bucket.model_copy(update={"pack_max_seconds": 10.0})
+    notes = dict(list(_notes().items())[:4])  # 3 fit one window of 10 s; the 4th would be alone
+    ids = list(_queue(db, settings, notes).values())
+    published: Published = []
+    assert _run(db, settings, ids[0], published) == "succeeded"
+    assert [_job(db, j).status for j in ids[:3]] == ["succeeded"] * 3
+    last = _job(db, ids[3])
+    assert (last.status, last.attempts, last.lease_owner) == ("queued", 0, None)
+    assert published == [ids[3]]

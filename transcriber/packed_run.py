@@ -22,7 +22,9 @@ What keeps a bad clip from hurting its neighbours:
   the next time, and so does every clip that shared its window, so a clip that kills its
   worker costs its neighbours one attempt, once;
 - a claimed job that turns out too long to share a window is handed back unrun, its attempt
-  not counted and its duration recorded so that no worker claims it again.
+  not counted and its duration recorded so that no worker claims it again; so is one that
+  the plan leaves alone in a window (it would cost a whole model run), to share a window of
+  a later task.
 """
 
 from __future__ import annotations
@@ -110,7 +112,14 @@ def run(
             for members in groups.values():
                 durations = [clip.duration_s for clip in members]
                 for window in packing.plan(durations, settings.pack_max_seconds):
-                    state.window(window, members, loaded)
+                    (first, *more) = window.clips
+                    clip = members[first.index]
+                    if not more and clip.lease != primary.lease:
+                        # A claimed clip left alone in a window would cost a whole model
+                        # run: back to the queue, to share a window of a later task.
+                        state.attempt(clip.lease, partial(state.hand_back, clip, "left alone"))
+                    else:
+                        state.window(window, members, loaded)
     except timeout_errors:
         state.give_up(leases)
     return state.result()
@@ -138,15 +147,17 @@ class _Run:
             if packing.fits(clip.duration_s, settings.pack_max_seconds):
                 clips.append(clip)
             else:
-                self.attempt(lease, partial(self._hand_back, clip))
+                self.attempt(lease, partial(self.hand_back, clip, "too long to pack"))
         return clips
 
-    def _hand_back(self, clip: Fetched) -> None:
+    def hand_back(self, clip: Fetched, why: str) -> None:
+        """Put a claimed job back in the queue unrun, its attempt not counted."""
         with Session(self.engine) as session, session.begin():
-            record_audio_facts(session, clip)  # so that no worker claims it again
+            # Its length, so that no worker claims it again when it is too long to pack.
+            record_audio_facts(session, clip)
         jobs.unclaim(self.engine, clip.lease)
         job_id = clip.lease.job_id
-        log.info("job %s: %.1f s is too long to pack; back in the queue", job_id, clip.duration_s)
+        log.info("job %s (%.1f s): %s; back in the queue", job_id, clip.duration_s, why)
         self.outcomes[job_id] = "released"
         publish_after_commit(self.publish, [job_id])
 
