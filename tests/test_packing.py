@@ -154,6 +154,12 @@ def _queue(engine: Engine, settings: Any, objects: dict[str, bytes]) -> dict[str
         return {row.key: row.id for row in rows}
 
 
+@pytest.fixture
+def packing_bucket(moto_bucket: Any) -> Any:
+    """The settings of a fresh bucket, with packing on (30 s windows)."""
+    return moto_bucket.model_copy(update={"pack_max_seconds": 30.0})
+
+
 def _notes() -> dict[str, bytes]:
     return {f"notes/{n}.flac": (DATA / f"packing_{n}.flac").read_bytes() for n in range(1, 7)}
 
@@ -242,7 +248,7 @@ def test_packing_off_runs_one_job_per_task(db: Engine, moto_bucket: Any) -> None
 
 
 def test_only_clips_with_the_same_options_share_a_window(
-    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+    db: Engine, packing_bucket: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import transcriber.job_steps
     from transcriber.engine import TranscribeOptions
@@ -251,8 +257,8 @@ def test_only_clips_with_the_same_options_share_a_window(
         return TranscribeOptions.from_settings(settings, hotwords=f"parity {audio_id % 2}")
 
     monkeypatch.setattr(transcriber.job_steps, "options_for_audio", options_by_parity)
-    ids = _queue(db, moto_bucket, _notes())
-    assert _run(db, moto_bucket, next(iter(ids.values()))) == "succeeded"
+    ids = _queue(db, packing_bucket, _notes())
+    assert _run(db, packing_bucket, next(iter(ids.values()))) == "succeeded"
     audio_of = {j: _job(db, j).audio_object_id for j in ids.values()}
     windows = {tuple(_job(db, j).options["packed"]["jobs"]) for j in ids.values()}
     assert len(windows) == 2
@@ -261,14 +267,14 @@ def test_only_clips_with_the_same_options_share_a_window(
 
 
 def test_a_window_that_fails_runs_its_clips_one_by_one(
-    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+    db: Engine, packing_bucket: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the window broke")
 
     monkeypatch.setattr(packed_run, "run_model", broken)
-    ids = _queue(db, moto_bucket, _notes())
-    assert _run(db, moto_bucket, next(iter(ids.values()))) == "succeeded"
+    ids = _queue(db, packing_bucket, _notes())
+    assert _run(db, packing_bucket, next(iter(ids.values()))) == "succeeded"
     for job_id in ids.values():
         job = _job(db, job_id)
         assert (job.status, job.attempts) == ("succeeded", 1)
@@ -282,26 +288,26 @@ class _Died(BaseException):
 
 
 def test_a_crash_mid_window_runs_every_clip_of_it_again_once_alone(
-    db: Engine, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+    db: Engine, packing_bucket: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def dies(*args: object, **kwargs: object) -> None:
         raise _Died
 
-    ids = _queue(db, moto_bucket, _notes())
+    ids = _queue(db, packing_bucket, _notes())
     with monkeypatch.context() as patch:
         patch.setattr(packed_run, "run_model", dies)
         with pytest.raises(_Died):
-            _run(db, moto_bucket, next(iter(ids.values())))
+            _run(db, packing_bucket, next(iter(ids.values())))
     assert {_job(db, j).status for j in ids.values()} == {"running"}
     # Their leases run out (the process is gone); the sweeper publishes them again.
     with db.begin() as conn:
         past = datetime.now(UTC) - timedelta(seconds=1)
         conn.execute(update(TranscriptionJob).values(lease_expires_at=past))
     swept: Published = []
-    jobs.sweep(db, moto_bucket, swept.extend)
+    jobs.sweep(db, packing_bucket, swept.extend)
     assert sorted(swept) == sorted(ids.values())
     for job_id in swept:
-        assert _run(db, moto_bucket, job_id) == "succeeded"
+        assert _run(db, packing_bucket, job_id) == "succeeded"
     for job_id in ids.values():
         job = _job(db, job_id)
         assert (job.status, job.attempts) == ("succeeded", 2)
