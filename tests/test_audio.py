@@ -71,10 +71,16 @@ SPEECH = [
     Speech("speech_16k_mono.ogg", 16_000, 1, 3.21, "ogg"),
     Speech("two_party_stereo.wav", 16_000, 2, 7.97, "wav"),
     Speech("german_16k_mono.flac", 16_000, 1, 5.31, "flac"),
+    Speech("packing_1.flac", 16_000, 1, 2.30, "flac"),
+    Speech("packing_2.flac", 16_000, 1, 2.55, "flac"),
+    Speech("packing_3.flac", 16_000, 1, 2.29, "flac"),
+    Speech("packing_4.flac", 16_000, 1, 2.71, "flac"),
+    Speech("packing_5.flac", 16_000, 1, 2.09, "flac"),
+    Speech("packing_6.flac", 16_000, 1, 2.16, "flac"),
 ]
 SPEECH_PARAMS = [pytest.param(s, id=s.name) for s in SPEECH]
 STEREO_PARAMS = [pytest.param(s, id=s.name) for s in SPEECH if s.channels == 2]
-NOT_AUDIO = {"README.md", "make_data.sh"}
+NOT_AUDIO = {"README.md", "make_data.sh", "make_packing.sh"}
 
 
 def _decode(
