@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,12 +32,21 @@ from transcriber.ingest import (
     clean_text,
     parse_event_message,
     place,
+    place_downloaded,
     register,
     scan,
     wanted,
 )
 from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
-from transcriber.storage import ObjectInfo, head, s3_client, sqs_client
+from transcriber.storage import (
+    ListedObject,
+    ObjectInfo,
+    StorageAccessDenied,
+    download,
+    head,
+    s3_client,
+    sqs_client,
+)
 from transcriber.watch import Watcher
 
 __all__ = ["moto_bucket", "moto_server", "versioned_bucket"]  # fixtures, used by name
@@ -652,6 +662,72 @@ def test_scan_finds_what_the_events_missed_once(db: Engine, moto_bucket: Setting
     upload(moto_bucket, keys[0], b"RIFF, but longer")
     assert scan(s3, db, moto_bucket, publish).registered == 1
     assert [s for k, _, s, _ in jobs_by_key(db) if k == keys[0]] == ["superseded", "queued"]
+
+
+def test_scan_takes_version_ids_from_the_listing_and_the_download_places_by_metadata(
+    db: Engine, versioned_bucket: Settings, tmp_path: Path
+) -> None:
+    key = "P1/PT-1/20260314T101500Z.wav"
+    upload(versioned_bucket, key, b"RIFF old")
+    metadata = {"facility": "P9", "recorded-at": "2026-03-15T08:00:00Z"}
+    upload(versioned_bucket, key, b"RIFF newer", metadata=metadata)
+    s3 = s3_client(versioned_bucket)
+    current = head(s3, versioned_bucket.s3_bucket, key)
+    assert current is not None
+    with Session(db) as session, session.begin():
+        session.add(Facility(code="P9", name="Plant 9", timezone="UTC"))
+    publish = Recorder(db)
+    assert scan(s3, db, versioned_bucket, publish).registered == 1
+    with Session(db) as session:
+        audio = session.scalars(select(AudioObject)).one()
+        session.expunge(audio)
+    # The listing's facts: the current version, placed by its key, its metadata not read yet.
+    assert (audio.version_id, audio.etag) == (current.version_id, current.etag)
+    assert audio.meta["facility"] == "P1"
+    assert audio.meta["s3_metadata"] is None
+    assert (audio.facility_id, audio.recorded_at_source) == (None, "key")
+    # The same version announced by an event afterwards is not a second object.
+    assert Watcher(versioned_bucket, db, publish, wait_time_seconds=1).run_once() == 0
+    assert count(db, AudioObject) == 1
+
+    downloaded = download(s3, audio, tmp_path, max_bytes=1000)
+    with Session(db) as session, session.begin():
+        assert place_downloaded(session, audio, downloaded, versioned_bucket)
+    with Session(db) as session:
+        placed = session.scalars(select(AudioObject)).one()
+        facility = session.scalars(select(Facility).where(Facility.code == "P9")).one()
+        assert placed.facility_id == facility.id
+        assert placed.meta["facility"] == "P9"
+        assert placed.meta["s3_metadata"] == metadata
+        assert placed.meta["last_modified"] == audio.meta["last_modified"]
+        assert placed.recorded_at_source == "metadata"
+        assert placed.recorded_at.replace(tzinfo=UTC) == datetime(2026, 3, 15, 8, tzinfo=UTC)
+        assert placed.content_type == current.content_type
+        session.expunge(placed)
+    # Placed once: a second download (a retry) changes nothing.
+    with Session(db) as session, session.begin():
+        assert not place_downloaded(session, placed, downloaded, versioned_bucket)
+
+
+def test_scan_without_leave_to_list_versions_reads_each_object(
+    db: Engine, moto_bucket: Settings, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    def denied(*args: object) -> Iterator[ListedObject]:
+        raise StorageAccessDenied("listing the versions of s3://bucket/: AccessDenied")
+        yield
+
+    monkeypatch.setattr("transcriber.ingest.iter_current_versions", denied)
+    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav", metadata={"facility": "P9"})
+    upload(moto_bucket, "P1/PT-2/20260314T101600Z.wav")
+    with caplog.at_level("WARNING", logger="transcriber.ingest"):
+        result = scan(s3_client(moto_bucket), db, moto_bucket, Recorder(db))
+    assert (result.listed, result.registered) == (2, 2)
+    assert "s3:ListBucketVersions" in caplog.text
+    with Session(db) as session:
+        rows = session.scalars(select(AudioObject).order_by(AudioObject.key)).all()
+    # Read with HEAD: the metadata is known from the start.
+    assert [row.meta["facility"] for row in rows] == ["P9", "P1"]
+    assert [row.meta["s3_metadata"] for row in rows] == [{"facility": "P9"}, {}]
 
 
 # --- Watcher ------------------------------------------------------------------------------

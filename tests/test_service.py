@@ -207,7 +207,10 @@ def test_bad_deploy_then_retry_failed_brings_every_job_back(service: Service) ->
     s3 = s3_client(other)
     for key in keys:
         s3.put_object(
-            Bucket=other.s3_bucket, Key=key, Body=(DATA / "speech_8k_mono.wav").read_bytes()
+            Bucket=other.s3_bucket,
+            Key=key,
+            Body=(DATA / "speech_8k_mono.wav").read_bytes(),
+            Metadata={"recorded-at": "2026-03-14T10:15:00Z"},
         )
     service.start_worker("bad-worker", env={**env, "TRANSCRIBER_MODEL": "/nonexistent/model"})
     assert service.run("-m", "transcriber", "scan", **env).returncode == 0
@@ -240,4 +243,9 @@ def test_bad_deploy_then_retry_failed_brings_every_job_back(service: Service) ->
         (job,) = service.jobs_of(key)
         count = service.query("SELECT count(*) AS n FROM transcripts WHERE job_id = :j", j=job.id)
         assert count[0].n == 1
+        # The scan listed the object; the worker read its metadata when it downloaded it.
+        (audio,) = service.query(
+            "SELECT recorded_at_source, metadata FROM audio_objects WHERE key = :key", key=key
+        )
+        assert audio.recorded_at_source == "metadata"
     service.stop("good-worker")

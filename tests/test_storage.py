@@ -27,6 +27,7 @@ from transcriber.storage import (
     decode_header_value,
     download,
     head,
+    iter_current_versions,
     iter_objects,
     put,
     s3_client,
@@ -125,13 +126,52 @@ def test_iter_objects_lists_under_the_prefix(moto_bucket: Settings) -> None:
     assert all(obj.size_bytes == 1 and obj.etag and obj.last_modified.tzinfo for obj in listed)
 
 
+def test_iter_current_versions_gives_the_current_version_ids(versioned_bucket: Settings) -> None:
+    s3 = s3_client(versioned_bucket)
+    upload(versioned_bucket, "in/a.wav", b"old")
+    current = upload(versioned_bucket, "in/a.wav", b"newer")
+    upload(versioned_bucket, "in/gone.wav", b"x")
+    s3.delete_object(Bucket=versioned_bucket.s3_bucket, Key="in/gone.wav")  # a delete marker
+    upload(versioned_bucket, "out/b.wav", b"x")
+    listed = list(iter_current_versions(s3, versioned_bucket.s3_bucket, "in/"))
+    assert [(o.key, o.version_id, o.etag, o.size_bytes) for o in listed] == [
+        ("in/a.wav", current.version_id, current.etag, 5)
+    ]
+    assert listed[0].last_modified == current.last_modified
+
+
+def test_iter_current_versions_without_versioning_gives_empty_ids(moto_bucket: Settings) -> None:
+    upload(moto_bucket, "a.wav", b"x")
+    listed = list(iter_current_versions(s3_client(moto_bucket), moto_bucket.s3_bucket))
+    assert [(o.key, o.version_id) for o in listed] == [("a.wav", "")]
+
+
+def test_download_brings_the_metadata_and_content_type(
+    moto_bucket: Settings, tmp_path: Path
+) -> None:
+    s3 = s3_client(moto_bucket)
+    s3.put_object(
+        Bucket=moto_bucket.s3_bucket,
+        Key="k.wav",
+        Body=b"RIFF",
+        ContentType="audio/wav",
+        Metadata={"Facility": "P9", "sensor": "T1"},
+    )
+    info = head(s3, moto_bucket.s3_bucket, "k.wav")
+    assert info is not None
+    downloaded = download(s3, info, tmp_path, max_bytes=1000)
+    assert downloaded.path.read_bytes() == b"RIFF"
+    assert downloaded.content_type == "audio/wav"
+    assert downloaded.metadata == info.metadata == {"facility": "P9", "sensor": "T1"}
+
+
 def test_download_gets_the_registered_version_after_an_overwrite(
     versioned_bucket: Settings, tmp_path: Path
 ) -> None:
     s3 = s3_client(versioned_bucket)
     registered = upload(versioned_bucket, "k.wav", b"the old recording")
     upload(versioned_bucket, "k.wav", b"a newer recording")
-    path = download(s3, registered, tmp_path, max_bytes=1000)
+    path = download(s3, registered, tmp_path, max_bytes=1000).path
     assert path.read_bytes() == b"the old recording"
 
 
@@ -140,7 +180,8 @@ def test_download_of_an_overwritten_object_without_versions_is_superseded(
 ) -> None:
     s3 = s3_client(moto_bucket)
     registered = upload(moto_bucket, "k.wav", b"the old recording")
-    assert download(s3, registered, tmp_path, max_bytes=1000).read_bytes() == b"the old recording"
+    first = download(s3, registered, tmp_path, max_bytes=1000)
+    assert first.path.read_bytes() == b"the old recording"
     upload(moto_bucket, "k.wav", b"a newer recording")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -180,7 +221,7 @@ def test_hostile_keys_download_into_the_directory_only(
     paths = []
     for index, key in enumerate(HOSTILE_KEYS):
         info = upload(moto_bucket, key, f"body {index}".encode())
-        path = download(s3, info, scratch, max_bytes=1000)
+        path = download(s3, info, scratch, max_bytes=1000).path
         assert path.parent == scratch
         assert path.read_bytes() == f"body {index}".encode()
         paths.append(path)
@@ -195,7 +236,7 @@ def test_an_object_over_the_limit_is_refused_before_its_body_is_written(
     with pytest.raises(AudioTooLarge):
         download(s3_client(moto_bucket), info, tmp_path, max_bytes=4999)
     assert list(tmp_path.iterdir()) == []
-    exact = download(s3_client(moto_bucket), info, tmp_path, max_bytes=5000)
+    exact = download(s3_client(moto_bucket), info, tmp_path, max_bytes=5000).path
     assert exact.stat().st_size == 5000
 
 
@@ -250,7 +291,8 @@ def test_a_stream_past_the_limit_leaves_no_file(broken_s3: Settings, tmp_path: P
     with pytest.raises(AudioTooLarge):
         download(s3_client(broken_s3), info, tmp_path, max_bytes=4000)
     assert list(tmp_path.iterdir()) == []
-    assert download(s3_client(broken_s3), info, tmp_path, max_bytes=5000).stat().st_size == 5000
+    exact = download(s3_client(broken_s3), info, tmp_path, max_bytes=5000)
+    assert exact.path.stat().st_size == 5000
 
 
 def test_an_empty_object_is_refused(moto_bucket: Settings, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import gc
 import os
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -248,10 +249,17 @@ def transcribe_file(
 
 
 def run_model(
-    loaded: LoadedModel, samples: Samples, options: TranscribeOptions
+    loaded: LoadedModel, samples: Samples, options: TranscribeOptions, *, packed: bool = False
 ) -> tuple[list[Segment], Any]:
     """The speech segments the model finds in ``samples`` (one track), and faster-whisper's
-    ``TranscriptionInfo`` (language, probability)."""
+    ``TranscriptionInfo`` (language, probability).
+
+    ``packed``: the samples are several clips laid end to end. The repetition check is then
+    left to the caller, clip by clip (:func:`repetitive`): faster-whisper measures the
+    compression ratio of a whole window's text, and clips that say the same thing (one
+    alarm call recorded by five sensors) would read as a repetition loop, be decoded again
+    at random temperatures and then dropped.
+    """
     kwargs: dict[str, Any] = {
         "language": options.language,
         "beam_size": options.beam_size,
@@ -260,6 +268,8 @@ def run_model(
         "initial_prompt": options.initial_prompt,
         "hotwords": options.hotwords,
     }
+    if packed:
+        kwargs["compression_ratio_threshold"] = None
     if loaded.pipeline is not None:
         generator, info = loaded.pipeline.transcribe(
             samples, batch_size=loaded.config.batch_size, **kwargs
@@ -268,7 +278,14 @@ def run_model(
         generator, info = loaded.whisper.transcribe(samples, **kwargs)
     # The generator does the decoding; it is consumed here and nowhere else.
     segments = [_segment(s) for s in generator]
-    return [s for s in segments if _is_speech(s)], info
+    return [s for s in segments if _is_speech(s, check_repetition=not packed)], info
+
+
+def repetitive(text: str) -> bool:
+    """Whether ``text`` compresses like a repetition loop ("the the the …"), by the measure
+    and threshold faster-whisper applies to each window's text."""
+    data = text.encode("utf-8")
+    return bool(data) and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_THRESHOLD
 
 
 def _segment(raw: Any) -> Segment:
@@ -287,11 +304,11 @@ def _segment(raw: Any) -> Segment:
     )
 
 
-def _is_speech(segment: Segment) -> bool:
+def _is_speech(segment: Segment, *, check_repetition: bool = True) -> bool:
     """False for what Whisper hallucinates over silence and noise (see the thresholds)."""
     if not any(ch.isalnum() for ch in segment.text):
         return False  # " ." and "..." are what noise decodes to, never words
-    if (segment.compression_ratio or 0.0) > COMPRESSION_RATIO_THRESHOLD:
+    if check_repetition and (segment.compression_ratio or 0.0) > COMPRESSION_RATIO_THRESHOLD:
         return False
     no_speech = segment.no_speech_prob or 0.0
     if no_speech > NO_SPEECH_CERTAIN:

@@ -15,7 +15,9 @@ Callers publish the returned job ids only after their transaction has committed.
       "s3_metadata": {"facility": "…", "recorded-at": "…", "operator": "…"}
     }
 
-``s3_metadata`` is the object's user metadata after sanitising: keys lower-case, control and
+``s3_metadata`` is null for an object a scan found until its worker has downloaded it
+(:func:`place_downloaded`); then, as for one announced by an event, the object's user
+metadata after sanitising: keys lower-case, control and
 other non-printable characters removed, text that is not valid UTF-8 replaced, at most 32
 entries of at most 1024 characters each. Facility and sensor ids stay NULL when their codes
 are unknown (unless ``AUTO_REGISTER_SENSORS``); the codes in the document keep the placement.
@@ -41,7 +43,15 @@ from sqlalchemy.orm import Session
 from transcriber.config import Settings
 from transcriber.errors import PermanentError
 from transcriber.schema import AudioObject, Base, Facility, Sensor, TranscriptionJob
-from transcriber.storage import ListedObject, ObjectInfo, head, iter_objects
+from transcriber.storage import (
+    Downloaded,
+    ListedObject,
+    ObjectInfo,
+    StorageAccessDenied,
+    head,
+    iter_current_versions,
+    iter_objects,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -389,7 +399,8 @@ def _new_object(
         "facility": placement.facility_code,
         "sensor": placement.sensor_code,
         "last_modified": last_modified.isoformat(),
-        "s3_metadata": _clean_metadata(info.metadata),
+        # None until the object's metadata is read (see :func:`scan`).
+        "s3_metadata": _clean_metadata(info.metadata) if info.metadata_read else None,
     }
     content_type = clean_text(info.content_type, 255) if info.content_type else None
     values = {
@@ -407,6 +418,37 @@ def _new_object(
         "sequencer": sequencer,
     }
     return _NewObject(values, _Age(sequencer, last_modified))
+
+
+def place_downloaded(
+    session: Session, audio: AudioObject, downloaded: Downloaded, settings: Settings
+) -> bool:
+    """Place again, now by its user metadata, an object that a scan registered from a
+    listing (its ``s3_metadata`` still null), and record its content type; the download
+    has brought both. Runs in the caller's transaction; returns whether anything changed
+    (an object placed already is left alone)."""
+    if "s3_metadata" not in audio.meta or audio.meta["s3_metadata"] is not None:
+        return False
+    info = ObjectInfo(
+        bucket=audio.bucket,
+        key=audio.key,
+        version_id=audio.version_id,
+        etag=audio.etag,
+        size_bytes=audio.size_bytes,
+        content_type=downloaded.content_type,
+        last_modified=datetime.fromisoformat(audio.meta["last_modified"]),
+        metadata=downloaded.metadata,
+    )
+    placement = place(info.key, info.metadata, info.last_modified, settings)
+    codes = _Codes(session, settings.auto_register_sensors)
+    values = _new_object(info, audio.sequencer, placement, codes).values
+    placed = ("facility_id", "sensor_id", "recorded_at", "recorded_at_source", "content_type")
+    session.execute(
+        update(AudioObject)
+        .where(AudioObject.id == audio.id)
+        .values({AudioObject.meta: values["metadata"]} | {name: values[name] for name in placed})
+    )
+    return True
 
 
 def _custom_plans(session: Session) -> None:
@@ -695,12 +737,20 @@ def scan(
 ) -> ScanResult:
     """Register every wanted object of the bucket that is not yet known (reconciliation).
 
-    Lists ``prefix`` (default ``S3_PREFIX``), compares ``(key, ETag)`` with the database
-    in batches of 500 keys, reads the facts of unknown objects (HEAD: version id, user
-    metadata) and registers each batch in a transaction of its own, publishing its new jobs
-    after the commit. Running it again registers nothing new. ``progress`` gets the number
-    of objects listed since its last call. A publish that fails is logged, not raised: the
-    jobs are committed, and the sweeper publishes queued jobs no worker started.
+    Lists the current versions under ``prefix`` (default ``S3_PREFIX``), compares
+    ``(key, ETag)`` with the database in batches of 500 keys and registers each batch's
+    unknown objects in a transaction of its own, publishing its new jobs after the commit.
+    Running it again registers nothing new. ``progress`` gets the number of objects listed
+    since its last call. A publish that fails is logged, not raised: the jobs are
+    committed, and the sweeper publishes queued jobs no worker started.
+
+    A listing of versions gives each object's version id but not its user metadata: an
+    object is placed by its key (or LastModified) and ``s3_metadata`` stays null until the
+    worker downloads it and places it again (:func:`place_downloaded`). One request per
+    object for the metadata would cap a scan at what S3 answers per second (a few hundred
+    HEADs; 134 a second against the emulator on two cores, where a listing page brings
+    1,000 objects). Without ``s3:ListBucketVersions`` the scan lists objects and reads each
+    one's facts with a HEAD instead, and says so in the log.
     """
     prefix = settings.s3_prefix if prefix is None else prefix
     listed = registered = pending_progress = 0
@@ -711,7 +761,7 @@ def scan(
     ahead: list[Future[ObjectInfo | None]] = []
     pool = ThreadPoolExecutor(max_workers=_HEAD_THREADS, thread_name_prefix="scan-head")
     try:
-        for obj in iter_objects(s3, settings.s3_bucket, prefix):
+        for obj in _listing(s3, settings.s3_bucket, prefix):
             listed += 1
             pending_progress += 1
             if wanted(obj.key, settings):
@@ -734,6 +784,25 @@ def scan(
     return ScanResult(listed=listed, registered=registered, skipped=listed - registered)
 
 
+def _listing(s3: S3Client, bucket: str, prefix: str) -> Iterator[ListedObject]:
+    """The current versions under ``prefix``; or, where versions may not be listed, the
+    objects (with no version ids: :func:`_start_batch` reads them with HEAD)."""
+    versions = iter_current_versions(s3, bucket, prefix)
+    try:
+        first = next(versions, None)
+    except StorageAccessDenied as exc:
+        log.warning(
+            "scan: %s; listing objects instead and reading each one's facts with a HEAD "
+            "request, one object at a time (grant s3:ListBucketVersions for a faster scan)",
+            exc,
+        )
+        yield from iter_objects(s3, bucket, prefix)
+        return
+    if first is not None:
+        yield first
+        yield from versions
+
+
 def _start_batch(
     pool: ThreadPoolExecutor,
     s3: S3Client,
@@ -741,7 +810,8 @@ def _start_batch(
     settings: Settings,
     batch: list[ListedObject],
 ) -> list[Future[ObjectInfo | None]]:
-    """Look the batch up in the database and start the HEADs of the objects not known."""
+    """Look the batch up in the database and start the HEADs of the objects not known
+    (where the listing did not give their version ids)."""
     if not batch:
         return []
     bucket = settings.s3_bucket
@@ -754,10 +824,29 @@ def _start_batch(
             )
         )
         known = {(key, etag) for key, etag in rows}
+    new = [obj for obj in batch if (obj.key, obj.etag) not in known]
     # boto3 clients are safe to share between threads.
     return [
-        pool.submit(head, s3, bucket, obj.key) for obj in batch if (obj.key, obj.etag) not in known
+        pool.submit(head, s3, bucket, obj.key) if obj.version_id is None else _listed(bucket, obj)
+        for obj in new
     ]
+
+
+def _listed(bucket: str, obj: ListedObject) -> Future[ObjectInfo | None]:
+    """What the listing says of ``obj``, as the answer of a HEAD already made."""
+    info = ObjectInfo(
+        bucket=bucket,
+        key=obj.key,
+        version_id=obj.version_id or "",
+        etag=obj.etag,
+        size_bytes=obj.size_bytes,
+        content_type=None,
+        last_modified=obj.last_modified,
+        metadata_read=False,
+    )
+    done: Future[ObjectInfo | None] = Future()
+    done.set_result(info)
+    return done
 
 
 def _finish_batch(

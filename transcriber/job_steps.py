@@ -19,6 +19,7 @@ from transcriber.audio import DecodedAudio, decode
 from transcriber.config import Settings
 from transcriber.engine import TranscribeOptions
 from transcriber.errors import DatabaseUnavailable, PermanentError, Superseded, TransientError
+from transcriber.ingest import place_downloaded
 from transcriber.normalize import options_for_audio, save_transcription
 from transcriber.results import Transcription
 from transcriber.schema import AudioObject
@@ -45,15 +46,19 @@ def fetch(engine: Engine, lease: jobs.Lease, settings: Settings) -> Fetched:
     """Download the job's exact object version to a private directory and decode it."""
     with Session(engine) as session:
         audio = session.get_one(AudioObject, lease.audio_object_id)
-        options = options_for_audio(session, audio.id, settings)
         session.expunge(audio)
     # A private directory per job; the file inside is named by tempfile, never by the key.
     with tempfile.TemporaryDirectory(prefix=f"transcriber-job-{lease.job_id}-") as scratch:
-        path = storage.download(
+        downloaded = storage.download(
             storage.s3_client(settings), audio, Path(scratch), settings.max_audio_bytes
         )
+        with Session(engine) as session, session.begin():
+            # A scanned object learns its user metadata now, and with it maybe another
+            # facility, whose vocabulary the options take.
+            place_downloaded(session, audio, downloaded, settings)
+            options = options_for_audio(session, audio.id, settings)
         decoded = decode(
-            path,
+            downloaded.path,
             max_bytes=settings.max_audio_bytes,
             max_seconds=settings.max_audio_seconds,
             split_channels=options.channels == "split",

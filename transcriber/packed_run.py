@@ -41,7 +41,13 @@ from sqlalchemy.orm import Session
 
 from transcriber import jobs, packing
 from transcriber.config import Settings
-from transcriber.engine import LoadedModel, TranscribeOptions, run_model, transcribe
+from transcriber.engine import (
+    LoadedModel,
+    TranscribeOptions,
+    repetitive,
+    run_model,
+    transcribe,
+)
 from transcriber.errors import TransientError
 from transcriber.ingest import publish_after_commit
 from transcriber.job_steps import Fetched, Outcome, fetch, record_audio_facts, save, settle
@@ -177,7 +183,9 @@ class _Run:
             samples = packing.join(window, [clip.audio.channels[0] for clip in group])
             # Words are what a segment that runs across two clips is cut at.
             started = time.perf_counter()
-            segments, info = run_model(loaded, samples, replace(options, word_timestamps=True))
+            segments, info = run_model(
+                loaded, samples, replace(options, word_timestamps=True), packed=True
+            )
             seconds = time.perf_counter() - started
         except self.timeout_errors:
             raise
@@ -190,6 +198,12 @@ class _Run:
         audio_s = sum(p.duration_s for p in window.clips)
         for placed, clip in zip(window.clips, clips, strict=True):
             found = per_clip[placed.index]
+            if repetitive(" ".join(segment.text for segment in found)):
+                # What faster-whisper would have decoded again at a higher temperature had
+                # the clip run alone (the window ran without that check): so it does.
+                log.info("job %s: its text repeats itself; runs alone", clip.lease.job_id)
+                self.alone(clip, loaded)
+                continue
             if not options.word_timestamps:
                 found = [replace(s, words=()) for s in found]
             result = Transcription(

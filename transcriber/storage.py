@@ -154,6 +154,9 @@ class ObjectInfo:
     """Timezone-aware, UTC."""
     metadata: dict[str, str] = field(default_factory=dict)
     """S3 user metadata (``x-amz-meta-*``), keys lower-case, RFC 2047 values decoded."""
+    metadata_read: bool = True
+    """False for an object known from a listing, which carries neither user metadata nor
+    content type (both then empty): the worker reads them when it downloads the object."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,19 @@ class ListedObject:
     etag: str
     size_bytes: int
     last_modified: datetime
+    version_id: str | None = None
+    """From a listing of versions, the version's id (``''`` in a bucket without versioning);
+    None from a plain listing, which does not say."""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A downloaded object version: the file, and what S3 said of it on the way."""
+
+    path: Path
+    metadata: dict[str, str]
+    """As :attr:`ObjectInfo.metadata`."""
+    content_type: str | None
 
 
 class ObjectVersion(Protocol):
@@ -299,7 +315,29 @@ def iter_objects(client: S3Client, bucket: str, prefix: str = "") -> Iterator[Li
         raise storage_error(exc, f"listing s3://{bucket}/{prefix}") from exc
 
 
-def download(client: S3Client, obj: ObjectVersion, directory: Path, max_bytes: int) -> Path:
+def iter_current_versions(
+    client: S3Client, bucket: str, prefix: str = ""
+) -> Iterator[ListedObject]:
+    """The current version of every object under ``prefix``, with its version id, page by
+    page (``list_object_versions``, which needs ``s3:ListBucketVersions``), in key order. A
+    key whose current version is a delete marker is left out, as are older versions."""
+    paginator = client.get_paginator("list_object_versions")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Versions", []):
+                if entry.get("IsLatest"):
+                    yield ListedObject(
+                        key=entry["Key"],
+                        etag=_unquote_etag(entry.get("ETag", "")),
+                        size_bytes=entry.get("Size", 0),
+                        last_modified=_utc(entry["LastModified"]),
+                        version_id=_version_id(entry.get("VersionId")),
+                    )
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, f"listing the versions of s3://{bucket}/{prefix}") from exc
+
+
+def download(client: S3Client, obj: ObjectVersion, directory: Path, max_bytes: int) -> Downloaded:
     """Download exactly the version ``obj`` names into a new file in ``directory``.
 
     The version is pinned by ``VersionId`` where the bucket has versions, else by
@@ -307,7 +345,8 @@ def download(client: S3Client, obj: ObjectVersion, directory: Path, max_bytes: i
     transcribed in the old one's place (:class:`Superseded` instead). The file's name comes
     from :mod:`tempfile`, never from the key, which may hold ``../``, spaces or anything
     else. The size S3 announces is checked against ``max_bytes`` before a byte is written.
-    On any error no file is left behind.
+    On any error no file is left behind. The user metadata and content type come back with
+    the file: an object registered from a listing learns them here.
     """
     where = f"s3://{obj.bucket}/{obj.key}"
     try:
@@ -326,9 +365,10 @@ def download(client: S3Client, obj: ObjectVersion, directory: Path, max_bytes: i
         length = response.get("ContentLength")
         if length is not None:  # a chunked answer has none; then the stream is counted
             check_size(length, max_bytes)
-        return _stream_to_file(response, directory, max_bytes, where)
+        path = _stream_to_file(response, directory, max_bytes, where)
     finally:
         body.close()
+    return Downloaded(path, _user_metadata(response), response.get("ContentType"))
 
 
 def _stream_to_file(
@@ -441,11 +481,15 @@ def _object_info(bucket: str, key: str, response: HeadObjectOutputTypeDef) -> Ob
         size_bytes=int(response.get("ContentLength", 0)),
         content_type=response.get("ContentType"),
         last_modified=_utc(response["LastModified"]),
-        metadata={
-            name.lower(): decode_header_value(value)
-            for name, value in response.get("Metadata", {}).items()
-        },
+        metadata=_user_metadata(response),
     )
+
+
+def _user_metadata(response: HeadObjectOutputTypeDef | GetObjectOutputTypeDef) -> dict[str, str]:
+    return {
+        name.lower(): decode_header_value(value)
+        for name, value in response.get("Metadata", {}).items()
+    }
 
 
 def _version_id(value: str | None) -> str:

@@ -1,27 +1,33 @@
 """Ingest rate: objects registered by `transcriber scan` and S3 events by the watcher.
 
-One bucket of 100,000 small objects (10,000 with ``quick``) on a moto server, registered into
-freshly migrated PostgreSQL databases, every new job published with the real Celery publish
-(``workers.tasks.publish``) to the local Redis on a throwaway queue, whose length is checked
-afterwards and which is deleted at the end.
+100,000 small objects (10,000 with ``quick``), registered into freshly migrated PostgreSQL
+databases, every new job published with the real Celery publish (``workers.tasks.publish``)
+to the local Redis on a throwaway queue, whose length is checked afterwards and which is
+deleted at the end.
 
 - **scan**: ``transcriber.ingest.scan`` over the whole bucket, timed from start to return
-  (listing, the database lookups, HEAD of each new object, registration, publishing).
+  (listing, the database lookups, registration, publishing). The listing comes from
+  :mod:`tests.bench.listing_server`, which answers ListObjectVersions as S3 does: moto's
+  listing costs time in proportion to the bucket for every page, and would be what a scan
+  of 100,000 objects measured (that module has the figures).
 - **scan again**: the same with everything already registered (the periodic reconciliation).
+- **scan without ``s3:ListBucketVersions``**: the fallback, a plain listing and a HEAD per
+  object, over one facility's sensor (a fifteenth of the bucket) on moto.
 - **watcher**: ``Watcher.run_once`` in a loop until every event is registered, the time of
-  the rounds summed. The events are S3 ``ObjectCreated:Put`` notifications as AWS writes them.
-  moto's SQS walks the whole queue several times for every message it receives, sends or
-  deletes (it works out all of the queue's attributes each time), which makes a backlog of
-  100,000 messages quadratic (hours); AWS has no such cost. So between rounds, and outside
-  the timed part, the queue is topped up to a backlog of a couple of receives.
-- the parts on their own, to show where the time goes: the bare listing
-  (``storage.iter_objects``), bare HEADs with the scan's thread pool, and registration plus
-  publishing without S3 (``ingest.register`` of the listed facts in the scan's batch size).
+  the rounds summed. The events are S3 ``ObjectCreated:Put`` notifications as AWS writes them,
+  and the watcher HEADs each object on moto. moto's SQS walks the whole queue several times
+  for every message it receives, sends or deletes (it works out all of the queue's
+  attributes each time), which makes a backlog of 100,000 messages quadratic (hours); AWS
+  has no such cost. So between rounds, and outside the timed part, the queue is topped up to
+  a backlog of a couple of receives.
+- the parts on their own, to show where the time goes: the bare listing of versions, bare
+  HEADs with the scan's thread pool, and registration plus publishing without S3
+  (``ingest.register`` in the scan's batch size).
 
-The moto server runs in a child process: in production S3 is another machine, and a server in
-this process would take the interpreter lock from the code being measured. The child fills
-its bucket through moto's backend directly (100,000 PUTs over HTTP would take minutes and are
-not what is measured); nothing in the timed parts bypasses HTTP.
+The servers run in child processes: in production S3 is another machine, and a server in
+this process would take the interpreter lock from the code being measured. The moto child
+fills its bucket through moto's backend directly (100,000 PUTs over HTTP would take minutes
+and are not what is measured); nothing in the timed parts bypasses HTTP.
 """
 
 from __future__ import annotations
@@ -43,11 +49,13 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import quote_plus
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from tests.bench.listing_server import listing_server
 from tests.conftest import POSTGRES_URL, REDIS_URL, DatabaseFactory
 from tests.moto_server import FAKE_AWS_ENV, free_port, make_bucket, start_server
 from transcriber import ingest, migrate
@@ -55,7 +63,14 @@ from transcriber.config import Settings, get_settings
 from transcriber.db import make_engine
 from transcriber.ingest import Publish, register, scan
 from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
-from transcriber.storage import ObjectInfo, head, iter_objects, s3_client, sqs_client
+from transcriber.storage import (
+    ObjectInfo,
+    StorageAccessDenied,
+    head,
+    iter_current_versions,
+    s3_client,
+    sqs_client,
+)
 from transcriber.watch import Watcher
 
 TARGET_PER_S = 5_000.0
@@ -67,6 +82,8 @@ METADATA_EVERY = 10  # every tenth object carries user metadata that overrides i
 # works out all the queue's attributes, for each message it receives or sends (see above).
 BACKLOG = 20
 HEAD_SAMPLE = 5_000  # keys HEADed on their own: enough for a steady rate
+# The fallback scan's share of the bucket: one facility's sensor, a fifteenth.
+FALLBACK_PREFIX = f"{FACILITIES[0]}/{SENSORS[0]}/"
 
 
 # --- The bucket -----------------------------------------------------------------------------
@@ -82,6 +99,10 @@ def _key(index: int) -> str:
 def _body(index: int) -> bytes:
     # Distinct bodies, so that every object has its own ETag as real uploads would.
     return b"RIFF" + index.to_bytes(4, "big")
+
+
+def _object(index: int) -> tuple[str, bytes]:
+    return _key(index), _body(index)
 
 
 def _serve(port: int, bucket: str, count: int, pipe: Connection) -> None:
@@ -283,12 +304,26 @@ class _Row:
         )
 
 
-def _timed_scan(settings: Settings, engine: Engine, broker: _Broker, count: int) -> float:
+def _timed_scan(
+    settings: Settings, engine: Engine, broker: _Broker, count: int, prefix: str | None = None
+) -> float:
     started = time.perf_counter()
-    result = scan(s3_client(settings), engine, settings, broker.publish)
+    result = scan(s3_client(settings), engine, settings, broker.publish, prefix=prefix)
     seconds = time.perf_counter() - started
     assert result.listed == count, result
     return seconds
+
+
+@contextmanager
+def _versions_denied() -> Iterator[None]:
+    """The scan as it runs without ``s3:ListBucketVersions``."""
+
+    def denied(*args: object) -> Iterator[Any]:
+        raise StorageAccessDenied("listing versions: AccessDenied (the benchmark's own)")
+        yield
+
+    with mock.patch("transcriber.ingest.iter_current_versions", denied):
+        yield
 
 
 def _timed_watcher(settings: Settings, engine: Engine, broker: _Broker, count: int) -> float:
@@ -322,7 +357,7 @@ def _timed_watcher(settings: Settings, engine: Engine, broker: _Broker, count: i
 
 def _timed_list(settings: Settings) -> tuple[int, float]:
     started = time.perf_counter()
-    listed = sum(1 for _ in iter_objects(s3_client(settings), settings.s3_bucket))
+    listed = sum(1 for _ in iter_current_versions(s3_client(settings), settings.s3_bucket))
     return listed, time.perf_counter() - started
 
 
@@ -338,19 +373,22 @@ def _timed_head(settings: Settings, count: int) -> tuple[int, float]:
     return len(keys), seconds
 
 
-def _timed_register(settings: Settings, engine: Engine, broker: _Broker) -> tuple[int, float]:
-    """Registration and publishing of the listed facts, no HEAD: the part S3 has no say in."""
+def _timed_register(
+    settings: Settings, engine: Engine, broker: _Broker, count: int
+) -> tuple[int, float]:
+    """Registration and publishing of the listed facts: the part S3 has no say in."""
     listed = [
         ObjectInfo(
             bucket=settings.s3_bucket,
-            key=obj.key,
+            key=_key(index),
             version_id="",
-            etag=obj.etag,
-            size_bytes=obj.size_bytes,
-            content_type="audio/wav",
-            last_modified=obj.last_modified,
+            etag=hashlib.md5(_body(index)).hexdigest(),
+            size_bytes=len(_body(index)),
+            content_type=None,
+            last_modified=START,
+            metadata_read=False,
         )
-        for obj in iter_objects(s3_client(settings), settings.s3_bucket)
+        for index in range(count)
     ]
     batch = ingest._SCAN_BATCH
     started = time.perf_counter()
@@ -399,34 +437,49 @@ def run(quick: bool) -> str:
         print(row.markdown(), flush=True)
 
     started = time.perf_counter()
-    with _fake_aws(), _broker() as broker, _moto_bucket(count) as settings:
+    with (
+        _fake_aws(),
+        _broker() as broker,
+        _moto_bucket(count) as settings,
+        listing_server(free_port(), settings.s3_bucket, count, _object) as endpoint,
+    ):
         seeded = time.perf_counter() - started
         print(f"moto bucket of {count:,} objects ready in {seeded:.1f} s", flush=True)
+        listing = settings.model_copy(update={"s3_endpoint_url": endpoint})
         engines: list[Engine] = []
         try:
-            listed, seconds = _timed_list(settings)
-            report(_Row("bare listing (`list_objects_v2`, 1,000 a page)", listed, seconds), parts)
+            listed, seconds = _timed_list(listing)
+            report(_Row("bare listing of versions, 1,000 a page", listed, seconds), parts)
             heads, seconds = _timed_head(settings, count)
-            report(_Row(f"bare HEAD, {ingest._HEAD_THREADS} threads", heads, seconds), parts)
+            what = f"bare HEAD on moto, {ingest._HEAD_THREADS} threads"
+            report(_Row(what, heads, seconds), parts)
 
             engines.append(engine := _database(factory))
-            seconds = _timed_scan(settings, engine, broker, count)
+            seconds = _timed_scan(listing, engine, broker, count)
             _check(engine, broker, count, "scan")
             report(_Row("`scan`, empty database", count, seconds, target=True), rows)
-            seconds = _timed_scan(settings, engine, broker, count)
+            seconds = _timed_scan(listing, engine, broker, count)
             if broker.depth() or _count(engine, AudioObject) != count:
                 raise RuntimeError("the second scan registered or published something")
             report(_Row("`scan` again, everything known", count, seconds), rows)
 
             engines.append(engine := _database(factory))
-            seconds = _timed_watcher(settings, engine, broker, count)
-            _check(engine, broker, count, "watcher")
-            report(_Row("watcher, `run_once` rounds", count, seconds), rows)
+            share = sum(1 for i in range(count) if _key(i).startswith(FALLBACK_PREFIX))
+            with _versions_denied():
+                seconds = _timed_scan(settings, engine, broker, share, FALLBACK_PREFIX)
+            _check(engine, broker, share, "fallback scan")
+            what = "`scan` without `s3:ListBucketVersions` (HEAD each, moto), one sensor"
+            report(_Row(what, share, seconds), rows)
 
             engines.append(engine := _database(factory))
-            registered, seconds = _timed_register(settings, engine, broker)
+            seconds = _timed_watcher(settings, engine, broker, count)
+            _check(engine, broker, count, "watcher")
+            report(_Row("watcher, `run_once` rounds (HEAD each, moto)", count, seconds), rows)
+
+            engines.append(engine := _database(factory))
+            registered, seconds = _timed_register(settings, engine, broker, count)
             _check(engine, broker, count, "register")
-            report(_Row("`register` + publish of listed facts, no S3", registered, seconds), parts)
+            report(_Row("`register` + publish, no S3", registered, seconds), parts)
             seconds = _timed_publish(broker, count)
             report(_Row("publish alone (`workers.tasks.publish`)", count, seconds), parts)
         finally:
@@ -439,14 +492,18 @@ def run(quick: bool) -> str:
         [
             "## Ingest rate (`transcriber scan` and `transcriber watch`)",
             "",
-            f"A bucket of {count:,} small objects on a moto server (in a process of its own), "
-            f"one in {METADATA_EVERY} with user metadata that places it; each registered into "
-            "a freshly migrated PostgreSQL database with its job, and the job published to "
-            "Redis with the real Celery publish (the queue's length is checked). Watcher: "
-            "the same objects announced by S3 `ObjectCreated:Put` event notifications "
-            "in SQS, ten a receive, the time of its rounds summed (the queue is topped up "
-            "between rounds, outside the timing, because moto's SQS slows down in proportion "
-            f"to its backlog). Target: at least {TARGET_PER_S:,.0f} objects/s for the scan.",
+            f"{count:,} small objects, one in {METADATA_EVERY} with user metadata that "
+            "places it; each registered into a freshly migrated PostgreSQL database with its "
+            "job, and the job published to Redis with the real Celery publish (the queue's "
+            "length is checked). Scan: the listing of versions comes from a stand-in that "
+            "answers as S3 does, 1,000 a page (moto's listing slows down with the size of "
+            "the bucket, see `tests/bench/listing_server.py`); the scan reads no metadata, "
+            "the worker does when it downloads. Without `s3:ListBucketVersions` the scan "
+            "HEADs each object instead, on moto. Watcher: the same objects announced by S3 "
+            "`ObjectCreated:Put` event notifications in SQS, ten a receive, each object "
+            "HEADed on moto, the time of its rounds summed (the queue is topped up between "
+            "rounds, outside the timing, because moto's SQS slows down in proportion to its "
+            f"backlog). Target: at least {TARGET_PER_S:,.0f} objects/s for the scan.",
             "",
             "| What | Objects | Wall time | Rate | Target |",
             "| --- | ---: | ---: | ---: | --- |",
@@ -457,6 +514,9 @@ def run(quick: bool) -> str:
             "| Part | Objects | Wall time | Rate | |",
             "| --- | ---: | ---: | ---: | --- |",
             *(row.markdown() for row in parts),
+            "",
+            "One HEAD per object is what held the scan to a few hundred objects a second "
+            "(the fallback row); a listing page brings 1,000 objects in one request.",
             "",
             f"The whole benchmark took {total:.0f} s (moto's bucket filled in {seeded:.0f} s).",
             "",
