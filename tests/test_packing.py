@@ -326,3 +326,18 @@ def test_a_claimed_clip_left_alone_in_a_window_goes_back_to_the_queue(
     last = _job(db, ids[3])
     assert (last.status, last.attempts, last.lease_owner) == ("queued", 0, None)
     assert published == [ids[3]]
+
+
+def test_identical_clips_in_one_window_each_keep_their_words(
+    db: Engine, packing_bucket: Any
+) -> None:
+    # One call recorded by six sensors: the window's text says the same thing six times,
+    # which faster-whisper's repetition check, applied to the whole window, takes for a loop.
+    body = (DATA / "packing_2.flac").read_bytes()
+    ids = list(_queue(db, packing_bucket, {f"alarm/{n}.flac": body for n in range(6)}).values())
+    assert _run(db, packing_bucket, ids[0]) == "succeeded"
+    for job_id in ids:
+        job = _job(db, job_id)
+        assert (job.status, job.options["packed"]["jobs"]) == ("succeeded", ids)
+        text = _transcript(db, job_id).text
+        assert len(_words(text) & _words(TEXTS[1])) >= 3, f"job {job_id}: {text!r}"
