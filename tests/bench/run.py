@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import traceback
 from pathlib import Path
 
 from tests.bench import machine
@@ -31,10 +32,19 @@ def main() -> None:
     parser.add_argument("--only", choices=BENCHMARKS, action="append")
     args = parser.parse_args()
     sections = []
+    failed: list[str] = []
     for name in args.only or BENCHMARKS:
         print(f"== {name}", flush=True)
         module = importlib.import_module(f"tests.bench.{name}")
-        sections.append(module.run(quick=args.quick))
+        try:
+            sections.append(module.run(quick=args.quick))
+        except Exception:
+            # One benchmark that breaks must not cost the figures of the others: its section
+            # says what broke, and the run goes on.
+            failure = traceback.format_exc()
+            print(failure, flush=True)
+            failed.append(name)
+            sections.append(f"## {name}\n\nThis benchmark failed:\n\n```\n{failure}```")
     document = "\n\n".join(
         [
             "# Benchmarks",
@@ -48,6 +58,8 @@ def main() -> None:
     else:
         OUTPUT.write_text(document + "\n")
         print(f"wrote {OUTPUT}")
+    if failed:
+        raise SystemExit(f"benchmarks that failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
