@@ -4,6 +4,8 @@ watcher, against a real moto server and real databases (SQLite and PostgreSQL)."
 from __future__ import annotations
 
 import json
+import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +25,7 @@ from tests.moto_server import (
     start_server,
     versioned_bucket,
 )
+from transcriber import ingest
 from transcriber.config import Settings
 from transcriber.db import make_engine
 from transcriber.errors import StorageUnavailable
@@ -30,6 +33,7 @@ from transcriber.ingest import (
     BadEvent,
     ObjectEvent,
     clean_text,
+    key_fields,
     parse_event_message,
     place,
     place_downloaded,
@@ -342,6 +346,33 @@ def test_a_crafted_key_cannot_stall_the_pattern_match() -> None:
     placement = place("P1_PT-1_radio_20260314T101500Z.wav", {}, LAST_MODIFIED, settings)
     assert (placement.facility_code, placement.sensor_code) == ("P1", "PT-1")
     assert placement.source == "key"
+    # Two fields in a segment go to a regex: at worst the segment's length squared.
+    settings = Settings(key_pattern="{facility}/{recorded_at}.{ext}x")
+    started = time.perf_counter()
+    assert place("P/" + "." * 1020, {}, LAST_MODIFIED, settings).source == "last_modified"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_segment_by_segment_matching_agrees_with_the_whole_key_table() -> None:
+    # key_fields matches segment by segment (a regex where a segment has at most two
+    # fields); ingest._match over the whole key is the reference it must agree with.
+    rng = random.Random(7)
+    fields = ["{facility}", "{sensor}", "{recorded_at}", "{ext}", "{name}"]
+    for _ in range(300):
+        pattern = "".join(rng.choice([*fields, "/", ".", "_", "-", "a"]) for _ in range(6))
+        settings = Settings(key_pattern=pattern)
+        for _ in range(20):
+            # Mostly the pattern filled in with values that hold its literals (ambiguous
+            # splits), sometimes anything.
+            key = re.sub(
+                r"{[a-z_]+}",
+                lambda _: "".join(rng.choice("ab._-") for _ in range(rng.randint(1, 4))),
+                pattern,
+            )
+            if rng.random() < 0.2:
+                key = "".join(rng.choice("ab/._-") for _ in range(rng.randint(1, 14)))
+            expected = ingest._match(ingest._tokens(pattern), key.lstrip("/"))
+            assert key_fields(key, settings) == expected, (pattern, key)
 
 
 def test_codes_are_cleaned() -> None:

@@ -238,13 +238,55 @@ def key_fields(key: str, settings: Settings) -> dict[str, str]:
     Each field matches one or more characters other than ``/``, everything else in the
     pattern literally, and where a key could be split several ways the earlier fields take
     as much as they can: exactly what the regular expression ``(?P<field>[^/]+)`` per field
-    would give. It is matched without a regex engine, though: keys are chosen by whoever
-    can write to the bucket, and a pattern with several fields in one path segment makes a
-    backtracking regex take seconds on a crafted 1,000-character key. Here matching costs
-    at most (key length × pattern parts) steps. A field named twice keeps its first value.
+    would give. A field cannot hold ``/``, so each path segment of the key matches the
+    pattern's segment in the same place, on its own. Keys are chosen by whoever can write
+    to the bucket, and a backtracking regex over a segment with several fields takes
+    seconds on a crafted 1,000-character key; so a regex matches a segment only where it
+    has at most two fields (at worst segment length squared steps), and
+    :func:`_match` (at most segment length × pattern parts steps, but ten times slower on
+    ordinary keys) the others. A field named twice keeps its first value.
     """
     relative = key[len(settings.s3_prefix) :] if key.startswith(settings.s3_prefix) else key
-    return _match(_tokens(settings.key_pattern), relative.lstrip("/"))
+    segments = relative.lstrip("/").split("/")
+    matchers = _segment_matchers(settings.key_pattern)
+    if len(segments) != len(matchers):
+        return {}
+    fields: dict[str, str] = {}
+    for matcher, segment in zip(matchers, segments, strict=True):
+        found = matcher(segment)
+        if found is None:
+            return {}
+        for name, value in found:
+            fields.setdefault(name, value)
+    return fields
+
+
+_Matcher = Callable[[str], list[tuple[str, str]] | None]
+
+
+@lru_cache(maxsize=16)
+def _segment_matchers(pattern: str) -> tuple[_Matcher, ...]:
+    """For each path segment of ``pattern``, a function giving the ``(field, value)`` pairs
+    it finds in a segment of a key, or None where the segment does not match."""
+    return tuple(_segment_matcher(_tokens(segment)) for segment in pattern.split("/"))
+
+
+def _segment_matcher(tokens: tuple[tuple[bool, str], ...]) -> _Matcher:
+    names = [part for is_field, part in tokens if is_field]
+    if len(names) > 2:
+
+        def by_table(text: str) -> list[tuple[str, str]] | None:
+            found = _match(tokens, text)
+            return [(name, found[name]) for name in names] if found else None
+
+        return by_table
+    regex = re.compile("".join("([^/]+)" if is_field else re.escape(p) for is_field, p in tokens))
+
+    def by_regex(text: str) -> list[tuple[str, str]] | None:
+        found = regex.fullmatch(text)
+        return list(zip(names, found.groups(), strict=True)) if found else None
+
+    return by_regex
 
 
 @lru_cache(maxsize=16)
