@@ -539,6 +539,36 @@ def run(quick: bool) -> str:
             "",
             _budget(rows[0], parts[0], parts[-2], parts[-1]),  # scan, listing, register, publish
             "",
+            (
+                "**Tried, and kept.** (1) A HEAD per object to read its version id and user "
+                "metadata held the scan to the rate of HEADs: 158 objects/s at a tenth of this "
+                "size (10,000 objects) during development, and the fallback row above. The "
+                "scan now registers from the listing of versions and the worker reads the "
+                "metadata when it downloads the object: 728/s at that size. (2) On PostgreSQL, "
+                "registration wrote each batch as SQLAlchemy's multi-row INSERT, 500 rows as "
+                "6,500 placeholders that psycopg parsed afresh each time (cProfile of "
+                "registering 10,000 objects: a third of the time); one statement over unnested "
+                "arrays took registration from 1,313 to 2,053 objects/s. (3) `KEY_PATTERN` was "
+                "matched by a table over the whole key, about 120 µs a key; segment by "
+                "segment, by regex where a segment has at most two fields, 6 µs."
+            ),
+            "",
+            (
+                "**What stands in the way: the publish, and the target.** Celery's "
+                "`apply_async` alone costs about twice the whole budget per job (the publish "
+                "figure above), even with one producer and kombu's pipelined batches. cProfile "
+                "puts it in Celery's own message building (`send_task`, `as_task_v2`, kombu's "
+                "copies of the exchange and queue, the repr of the arguments), not in Redis. "
+                "Fewer messages would mean one task per batch of jobs, and lose one message "
+                "per job, which Celery's retries and `celery call` with a job id rely on; "
+                "writing Celery's wire format by hand would tie the service to one Celery "
+                "version. Registration is the database's work for two rows and their indexes "
+                "per object and the lookups of earlier versions. A scan is reconciliation, run "
+                "now and then for what events missed; the watcher handles what arrives as it "
+                "arrives. The target of 5,000/s assumed a scan without a queue message per "
+                "job."
+            ),
+            "",
             f"The whole benchmark took {total:.0f} s (moto's bucket filled in {seeded:.0f} s).",
             "",
             "Reproduce: `make bench` (this section alone, printed: "
