@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 
 # Every run also writes what the fault tests measured to var/reliability.md.
 pytest: $(STAMP)
-	$(BIN)/pytest --reliability-report var/reliability.md
+	$(BIN)/pytest --reliability-report=var/reliability.md
 
 ## make test-faults: only the fault and hostile-input tests (they also run in make test)
 test-faults: $(STAMP)
@@ -39,7 +39,7 @@ test-faults: $(STAMP)
 
 ## make reliability: the fault tests, writing what they measured to docs/reliability.md
 reliability: $(STAMP)
-	$(BIN)/pytest -m fault --reliability-report docs/reliability.md
+	$(BIN)/pytest -m fault --reliability-report=docs/reliability.md
 
 ## make bench: the full benchmarks; rewrites docs/benchmarks.md
 bench: $(STAMP) bench-tools

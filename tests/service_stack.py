@@ -187,17 +187,21 @@ class Service:
 
     def finished(self, prefix: str, count: int) -> Callable[[], bool]:
         """True once ``count`` jobs of keys under ``prefix`` have left queued and running."""
+        return lambda: self._count(prefix, "NOT IN ('queued', 'running')") >= count
 
-        def check() -> bool:
-            (row,) = self.query(
-                "SELECT count(*) AS n FROM transcription_jobs j JOIN audio_objects a "
-                "ON a.id = j.audio_object_id WHERE a.key LIKE :prefix "
-                "AND j.status NOT IN ('queued', 'running')",
-                prefix=prefix.replace("%", r"\%").replace("_", r"\_") + "%",
-            )
-            return int(row.n) >= count
+    def running(self, prefix: str) -> Callable[[], bool]:
+        """True while a job of a key under ``prefix`` is being transcribed: a worker is
+        mid-work. (A packed run finishes a whole batch at once, so counting finished jobs
+        cannot tell that one is under way.)"""
+        return lambda: self._count(prefix, "= 'running'") > 0
 
-        return check
+    def _count(self, prefix: str, status: str) -> int:
+        (row,) = self.query(
+            "SELECT count(*) AS n FROM transcription_jobs j JOIN audio_objects a "
+            f"ON a.id = j.audio_object_id WHERE a.key LIKE :prefix AND j.status {status}",
+            prefix=prefix.replace("%", r"\%").replace("_", r"\_") + "%",
+        )
+        return int(row.n)
 
     def integrity_problems(self) -> list[str]:
         """What is wrong with the job and transcript tables, as sentences; [] when sound.

@@ -95,6 +95,9 @@ def faults(
             TRANSCRIBER_DATABASE_URL=proxied.render_as_string(hide_password=False),
             TRANSCRIBER_REQUEUE_AFTER_SECONDS="10",
             TRANSCRIBER_SWEEP_INTERVAL_SECONDS="3",
+            # Small packs keep a batch in flight long enough for a fault to land mid-batch:
+            # with 32 a claim could take every job left and none would wait to be recovered.
+            TRANSCRIBER_PACK_MAX_CLIPS="8",
         ) as service:
             faults = Faults(service, broker, database, storage)
             faults.start_watcher()
@@ -249,7 +252,7 @@ def test_postgresql_unreachable_for_30_s_mid_batch_jobs_retry_and_succeed(
     service = faults.service
     keys = [f"pg/plant-a/PT-1/20260314T12{n:02d}00Z.wav" for n in range(12)]
     faults.upload_many(keys, CLIP_A)
-    service.wait_for("the batch to start", service.finished("pg/", 2), timeout=180)
+    service.wait_for("a job of the batch to run", service.running("pg/"), timeout=180)
     faults.database.cut()
     time.sleep(30)
     faults.database.restore()

@@ -78,6 +78,11 @@ def _word(start: float, end: float, text: str) -> Word:
     return Word(start=start, end=end, word=text, probability=0.9)
 
 
+def _whole(*seconds: float) -> list[packing.Speech]:
+    """Clips of these lengths, all speech (nothing cut by the VAD)."""
+    return [packing.Speech.whole(np.zeros(round(s * SAMPLE_RATE), np.float32)) for s in seconds]
+
+
 def test_split_cuts_a_segment_that_runs_across_clips_at_its_words() -> None:
     (window,) = packing.plan([3.0, 2.0, 4.0], 30.0)  # offsets 0, 4, 7
     across = Segment(
@@ -92,30 +97,99 @@ def test_split_cuts_a_segment_that_runs_across_clips_at_its_words() -> None:
             _word(5.5, 6.5, " delta"),
         ),
     )
-    wordless = Segment(start=7.5, end=12.0, text="epsilon")  # middle 9.75: clip 2
-    per_clip = packing.split(window, [across, wordless])
-    assert [(s.text, s.start, s.end) for s in per_clip[0]] == [("alpha beta", 1.0, 3.0)]
-    assert [(s.text, s.start, s.end) for s in per_clip[1]] == [("gamma delta", 0.0, 2.0)]
-    assert [(s.text, s.start, s.end) for s in per_clip[2]] == [("epsilon", 0.5, 4.0)]
+    wordless = Segment(start=7.5, end=12.0, text="epsilon")  # clip 2's alone
+    given = packing.split(window, [across, wordless], _whole(3.0, 2.0, 4.0))
+    assert given.rerun == frozenset()
+    assert [(s.text, s.start, s.end) for s in given.segments[0]] == [("alpha beta", 1.0, 3.0)]
+    assert [(s.text, s.start, s.end) for s in given.segments[1]] == [("gamma delta", 0.0, 2.0)]
+    assert [(s.text, s.start, s.end) for s in given.segments[2]] == [("epsilon", 0.5, 4.0)]
     # Times are the clip's own, clamped to its length; what the segment carried stays.
-    assert [(w.word, w.start, w.end) for w in per_clip[1][0].words] == [
+    assert [(w.word, w.start, w.end) for w in given.segments[1][0].words] == [
         (" gamma", 0.0, 0.2),
         (" delta", 1.5, 2.0),
     ]
-    assert per_clip[0][0].avg_logprob == -0.2
+    assert given.segments[0][0].avg_logprob == -0.2
 
 
-def test_split_drops_what_is_left_of_a_cut_segment_without_words() -> None:
-    (window,) = packing.plan([2.0, 2.0], 30.0)
+def test_a_clip_a_cut_leaves_short_of_words_runs_again_alone() -> None:
+    # One segment over two clips of the same 3 s note: the decoder said it once and a word,
+    # the second clip got one word for its 3 s of speech.
+    (window,) = packing.plan([3.0, 3.0], 30.0)  # offsets 0, 4
+    words = [" pressure", " on", " line", " four", " is", " rising"]
+    said = tuple(_word(0.4 * i, 0.4 * i + 0.3, w) for i, w in enumerate(words))
+    once = Segment(
+        start=0.0,
+        end=7.0,
+        text="pressure on line four is rising now",
+        words=(*said, _word(4.2, 4.5, " now")),
+    )
+    given = packing.split(window, [once], _whole(3.0, 3.0))
+    assert given.rerun == {1}
+    # A segment without words over two clips cannot be cut: both run again.
+    wordless = Segment(start=0.0, end=7.0, text="pressure on line four")
+    assert packing.split(window, [wordless], _whole(3.0, 3.0)).rerun == {0, 1}
+
+
+def test_a_segment_said_in_a_gap_goes_to_the_nearest_clip() -> None:
+    (window,) = packing.plan([2.0, 2.0], 30.0)  # offsets 0, 3
+    early = Segment(start=2.1, end=2.4, text="yes", words=(_word(2.1, 2.4, " yes"),))
+    late = Segment(start=2.6, end=2.9, text="no", words=(_word(2.6, 2.9, " no"),))
+    given = packing.split(window, [early, late], _whole(2.0, 2.0))
+    assert given.rerun == frozenset()
+    assert [(s.text, s.start, s.end) for s in given.segments[0]] == [("yes", 2.0, 2.0)]
+    assert [(s.text, s.start, s.end) for s in given.segments[1]] == [("no", 0.0, 0.0)]
+
+
+def test_a_segment_the_decoder_put_in_one_clip_keeps_its_words_there() -> None:
+    # Two clips that sound alike: the decoder's times (start, end) put the segment in clip 1,
+    # word alignment slipped its last words into clip 2's stretch.
+    (window,) = packing.plan([2.5, 2.5, 2.5], 30.0)  # offsets 0, 3.5, 7
+    slipped = Segment(
+        start=3.5,
+        end=7.0,
+        text="copper wires connect every northern tower",
+        words=(
+            _word(3.5, 3.9, " copper"),
+            _word(4.0, 4.4, " wires"),
+            _word(4.4, 4.8, " connect"),
+            _word(4.9, 5.3, " every"),
+            _word(8.8, 9.1, " northern"),
+            _word(9.1, 9.4, " tower"),
+        ),
+    )
+    given = packing.split(window, [slipped], _whole(2.5, 2.5, 2.5))
+    assert given.rerun == frozenset()
+    assert [s.text for s in given.segments[1]] == ["copper wires connect every northern tower"]
+    assert given.segments[0] == given.segments[2] == []
+    # Its words' times stay inside the clip.
+    assert all(0.0 <= w.start <= w.end <= 2.5 for w in given.segments[1][0].words)
+
+
+def test_times_go_back_through_what_the_vad_cut() -> None:
+    # A clip of 6 s whose speech is 0.5-2.0 s and 4.0-5.0 s: 2.5 s of it goes into the window.
+    clip = np.zeros(6 * SAMPLE_RATE, np.float32)
+    speech = packing.Speech.cut(clip, [(8_000, 32_000), (64_000, 80_000)])
+    assert speech.duration_s == 2.5
+    assert speech.clip_s == 6.0
+    assert speech.clip_time(0.2) == pytest.approx(0.7)
+    assert speech.clip_time(1.7) == pytest.approx(4.2)  # 0.2 s into the second stretch
+    # A word that straddles the cut moves with the stretch that holds its middle.
+    assert speech.clip_time(1.4, middle_s=1.6) == pytest.approx(3.9)
+
+    other = packing.Speech.whole(np.zeros(SAMPLE_RATE, np.float32))
+    (window,) = packing.plan([speech.duration_s, other.duration_s], 30.0)  # offsets 0, 3.5
     segment = Segment(
         start=0.0,
-        end=5.0,
-        text="yes. ...",
-        words=(_word(0.5, 1.0, " yes."), _word(3.2, 3.4, " ...")),
+        end=2.5,
+        text="open valve",
+        words=(_word(0.1, 0.6, " open"), _word(1.6, 2.1, " valve")),
     )
-    per_clip = packing.split(window, [segment])
-    assert [s.text for s in per_clip[0]] == ["yes."]
-    assert per_clip[1] == []
+    (local,) = packing.split(window, [segment], [speech, other]).segments[0]
+    assert [(w.word, w.start, w.end) for w in local.words] == [
+        (" open", 0.6, 1.1),
+        (" valve", 4.1, 4.6),
+    ]
+    assert (local.start, local.end) == (0.6, 4.6)
 
 
 # --- The worker's packed run --------------------------------------------------------------------
@@ -272,7 +346,7 @@ def test_a_window_that_fails_runs_its_clips_one_by_one(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the window broke")
 
-    monkeypatch.setattr(packed_run, "run_model", broken)
+    monkeypatch.setattr(packed_run, "run_windows", broken)
     ids = _queue(db, packing_bucket, _notes())
     assert _run(db, packing_bucket, next(iter(ids.values()))) == "succeeded"
     for job_id in ids.values():
@@ -295,7 +369,7 @@ def test_a_crash_mid_window_runs_every_clip_of_it_again_once_alone(
 
     ids = _queue(db, packing_bucket, _notes())
     with monkeypatch.context() as patch:
-        patch.setattr(packed_run, "run_model", dies)
+        patch.setattr(packed_run, "run_windows", dies)
         with pytest.raises(_Died):
             _run(db, packing_bucket, next(iter(ids.values())))
     assert {_job(db, j).status for j in ids.values()} == {"running"}

@@ -94,15 +94,16 @@ class Settings(BaseSettings):
     beam_size: int = Field(default=5, ge=1, le=20)
     """Beam size for decoding."""
 
-    pack_max_seconds: float = Field(default=0.0, ge=0, le=30)
+    pack_max_seconds: float = Field(default=30.0, ge=0, le=30)
     """Short clips are transcribed together, laid end to end with 1 s of silence between
     them, in windows of at most this many seconds (Whisper's own window is 30 s, and a
     4 s clip alone costs as much encoder work as 30 s). Each clip still gets its own
-    transcript. 0 (the default until it meets its targets, see docs/benchmarks.md) turns
-    packing off; otherwise from 10 to 30."""
+    transcript. 0 turns packing off; otherwise from 10 to 30."""
 
-    pack_max_clips: int = Field(default=12, ge=2, le=64)
-    """The most jobs one task takes from the queue to pack together."""
+    pack_max_clips: int = Field(default=32, ge=2, le=64)
+    """The most jobs one task takes from the queue to pack together. Their windows go
+    through the model side by side, their decoding batched: the more windows, the cheaper
+    each (docs/benchmarks.md); a crash re-runs them all once, alone."""
 
     vad_filter: bool = True
     """Skip non-speech with the Silero VAD before decoding."""

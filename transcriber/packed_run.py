@@ -2,11 +2,11 @@
 
 A worker whose job turns out to be a short clip claims more queued jobs through the database
 (:func:`jobs.claim`, the same conditional UPDATE as a lease: no second queue, nothing lost if
-the worker dies), fetches them, lays the short ones end to end in windows
-(:mod:`transcriber.packing`), runs the model once per window with word timestamps and gives
-each clip its own transcript, saved exactly as if it had run alone: its own transaction,
-lease check and failure handling. The claimed jobs' own task messages find them running or
-done and do nothing.
+the worker dies), fetches them, lays the speech of the short ones end to end in windows
+(:mod:`transcriber.packing`), runs the windows through the model side by side with word
+timestamps (:func:`transcriber.engine.run_windows`) and gives each clip its own transcript,
+saved exactly as if it had run alone: its own transaction, lease check and failure handling.
+The claimed jobs' own task messages find them running or done and do nothing.
 
 Why a claim in the database and not ``celery-batches``: the database is where jobs live and
 are leased, so a claim needs no second place that could disagree; it takes only jobs that
@@ -32,9 +32,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -45,7 +46,8 @@ from transcriber.engine import (
     LoadedModel,
     TranscribeOptions,
     repetitive,
-    run_model,
+    run_windows,
+    speech,
     transcribe,
 )
 from transcriber.errors import TransientError
@@ -61,6 +63,8 @@ _T = TypeVar("_T")
 # of CD-quality stereo. A compressed file this small can be far longer; decoding tells, and
 # one that does not fit a window is handed back (see the module's docstring).
 CLAIM_MAX_BYTES = 2 * 1024 * 1024
+# Claimed jobs fetched at once (download, metadata, decode).
+FETCH_THREADS = 4
 
 
 def packable(fetched: Fetched, loaded: LoadedModel, settings: Settings) -> bool:
@@ -116,16 +120,7 @@ def run(
                 else:
                     state.alone(clip, loaded)
             for members in groups.values():
-                durations = [clip.duration_s for clip in members]
-                for window in packing.plan(durations, settings.pack_max_seconds):
-                    (first, *more) = window.clips
-                    clip = members[first.index]
-                    if not more and clip.lease != primary.lease:
-                        # A claimed clip left alone in a window would cost a whole model
-                        # run: back to the queue, to share a window of a later task.
-                        state.attempt(clip.lease, partial(state.hand_back, clip, "left alone"))
-                    else:
-                        state.window(window, members, loaded)
+                state.pack(members, loaded, settings)
     except timeout_errors:
         state.give_up(leases)
     return state.result()
@@ -145,16 +140,25 @@ class _Run:
     def fetch_companions(
         self, companions: Sequence[jobs.Lease], settings: Settings
     ) -> list[Fetched]:
-        clips: list[Fetched] = []
-        for lease in companions:
-            clip = self.attempt(lease, partial(fetch, self.engine, lease, settings))
-            if clip is None:
-                continue
-            if packing.fits(clip.duration_s, settings.pack_max_seconds):
-                clips.append(clip)
-            else:
-                self.attempt(lease, partial(self.hand_back, clip, "too long to pack"))
-        return clips
+        # Side by side: a fetch mostly waits on S3 and the database, and one after another
+        # they took a fifth of a packed run (50 ms a clip against the model's 180).
+        pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
+        try:
+            futures = [pool.submit(fetch, self.engine, lease, settings) for lease in companions]
+            clips: list[Fetched] = []
+            for lease, future in zip(companions, futures, strict=True):
+                # Its error, raised here, is recorded on its job as if it had run alone.
+                clip = self.attempt(lease, future.result)
+                if clip is None:
+                    continue
+                if packing.fits(clip.duration_s, settings.pack_max_seconds):
+                    clips.append(clip)
+                else:
+                    self.attempt(lease, partial(self.hand_back, clip, "too long to pack"))
+            return clips
+        finally:
+            # A time limit while waiting: start no more fetches (those under way finish).
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def hand_back(self, clip: Fetched, why: str) -> None:
         """Put a claimed job back in the queue unrun, its attempt not counted."""
@@ -170,38 +174,109 @@ class _Run:
     def alone(self, clip: Fetched, loaded: LoadedModel) -> None:
         self.finish(clip, partial(transcribe, clip.audio, clip.options, loaded))
 
-    def window(self, window: packing.Window, group: Sequence[Fetched], loaded: LoadedModel) -> None:
-        """Run the clips of ``group`` (the list the window was planned from) that
-        ``window`` holds."""
-        clips = [group[placed.index] for placed in window.clips]
-        if len(clips) == 1:
-            self.alone(clips[0], loaded)
+    def pack(self, group: Sequence[Fetched], loaded: LoadedModel, settings: Settings) -> None:
+        """Lay out the clips of ``group`` (all with the same options) in windows, and run
+        them. A clip that would be alone in its window runs alone if it is the task's own
+        job, and goes back to the queue if it was claimed."""
+        clips: list[Fetched] = []
+        heard: list[packing.Speech] = []
+        for clip in group:
+            found = self.attempt(clip.lease, partial(speech, clip.audio.channels[0], clip.options))
+            if found is None:
+                continue
+            if not found.duration_s:
+                self.alone(clip, loaded)  # no speech: nothing to share a window with
+                continue
+            clips.append(clip)
+            heard.append(found)
+        shared: list[packing.Window] = []
+        for window in packing.plan([h.duration_s for h in heard], settings.pack_max_seconds):
+            (first, *more) = window.clips
+            clip = clips[first.index]
+            if more:
+                shared.append(window)
+            elif clip.lease == self.primary:
+                self.alone(clip, loaded)
+            else:
+                # A claimed clip left alone in a window would cost a whole model run: back
+                # to the queue, to share a window of a later task.
+                self.attempt(clip.lease, partial(self.hand_back, clip, "left alone"))
+        self.windows(shared, clips, heard, loaded)
+
+    def windows(
+        self,
+        windows: Sequence[packing.Window],
+        clips: Sequence[Fetched],
+        heard: Sequence[packing.Speech],
+        loaded: LoadedModel,
+    ) -> None:
+        """Run ``windows``, each holding two clips or more of ``clips`` (whose speech is
+        ``heard``, what the windows were planned from), side by side
+        (:func:`run_windows`)."""
+        if not windows:
             return
-        ids = [clip.lease.job_id for clip in clips]
         options = clips[0].options
+        # The VAD has cut each clip already; words are what a segment that runs across two
+        # clips is cut at.
+        model_options = replace(options, vad_filter=False, word_timestamps=True)
         try:
-            samples = packing.join(window, [clip.audio.channels[0] for clip in group])
-            # Words are what a segment that runs across two clips is cut at.
+            samples = [packing.join(w, [h.samples for h in heard]) for w in windows]
             started = time.perf_counter()
-            segments, info = run_model(
-                loaded, samples, replace(options, word_timestamps=True), packed=True
-            )
+            results = run_windows(loaded, samples, model_options)
             seconds = time.perf_counter() - started
         except self.timeout_errors:
             raise
-        except Exception:
-            log.exception("jobs %s: their shared window failed; running them one by one", ids)
-            for clip in clips:
-                self.alone(clip, loaded)
-            return
-        per_clip = packing.split(window, segments)
-        audio_s = sum(p.duration_s for p in window.clips)
+        except Exception as exc:
+            results, seconds = [exc] * len(windows), 0.0
+        audio_s = sum(placed.duration_s for window in windows for placed in window.clips)
+        for window, result in zip(windows, results, strict=True):
+            members = [clips[placed.index] for placed in window.clips]
+            if isinstance(result, Exception):
+                ids = [clip.lease.job_id for clip in members]
+                log.error(
+                    "jobs %s: their shared window failed; running them one by one",
+                    ids,
+                    exc_info=result,
+                )
+                for clip in members:
+                    self.alone(clip, loaded)
+                continue
+            segments, info = result
+            given = packing.split(window, segments, heard)
+            # The run's time, shared by audio length: what each clip cost.
+            self.save_window(window, members, given, info, seconds / audio_s, loaded)
+        log.info(
+            "%d clips in %d windows, %.1f s of speech, in %.1f s",
+            sum(len(window.clips) for window in windows),
+            len(windows),
+            audio_s,
+            seconds,
+        )
+
+    def save_window(
+        self,
+        window: packing.Window,
+        clips: Sequence[Fetched],
+        given: packing.Split,
+        info: Any,
+        seconds_per_audio_s: float,
+        loaded: LoadedModel,
+    ) -> None:
+        """Save each clip of ``window`` with its own segments."""
+        options = clips[0].options
+        ids = [clip.lease.job_id for clip in clips]
         for placed, clip in zip(window.clips, clips, strict=True):
-            found = per_clip[placed.index]
-            if repetitive(" ".join(segment.text for segment in found)):
+            found = given.segments[placed.index]
+            if placed.index in given.rerun:
+                why = "its words in the window are in doubt"
+            elif repetitive(" ".join(segment.text for segment in found)):
                 # What faster-whisper would have decoded again at a higher temperature had
-                # the clip run alone (the window ran without that check): so it does.
-                log.info("job %s: its text repeats itself; runs alone", clip.lease.job_id)
+                # the clip run alone (the window ran without that check).
+                why = "its text repeats itself"
+            else:
+                why = ""
+            if why:
+                log.info("job %s: %s; runs alone", clip.lease.job_id, why)
                 self.alone(clip, loaded)
                 continue
             if not options.word_timestamps:
@@ -212,15 +287,13 @@ class _Run:
                 duration_s=clip.duration_s,
                 segments=tuple(found),
                 model=loaded.config.model,
-                # The window's time, shared by audio length: what this clip cost.
-                processing_s=seconds * placed.duration_s / audio_s,
+                processing_s=seconds_per_audio_s * placed.duration_s,
                 options=options.as_dict()
                 | {"packed": {"jobs": ids, "offset_s": round(placed.offset_s, 3)}},
                 device=loaded.device,
                 compute_type=loaded.compute_type,
             )
             self.finish(clip, partial(_given, result))
-        log.info("jobs %s: one window of %.1f s in %.1f s", ids, window.duration_s, seconds)
 
     def finish(self, clip: Fetched, result: Callable[[], Transcription]) -> None:
         def transcribe_and_save() -> bool:

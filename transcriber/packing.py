@@ -6,13 +6,28 @@ through the model as one window, and every word comes back with its time in that
 each word then goes back to the clip it was said in, and its time becomes a time in that
 clip. This module is the arithmetic of that, with no database or model:
 
+- :class:`Speech` is what of a clip goes into a window: with the VAD on, only its speech
+  (as faster-whisper would cut it were the clip alone), and the way back to the clip's times;
 - :func:`plan` lays clips out into windows of at most ``max_seconds``;
 - :func:`join` builds a window's samples;
 - :func:`split` gives each clip its own segments, in its own time.
+
+Which clip a segment belongs to is read first from the decoder's own timestamps (the
+segment's ``start`` and ``end`` as the model ran the window): they fall on the gaps between
+clips, to the 20 ms. A segment that the decoder ran across a gap (it does when it is given a
+prompt, hotwords for one, which then comes back as one segment for the whole window) is cut
+at its words, each to the clip, of those it covers, that holds the word's middle. The words'
+times come from a dynamic time warping of the decoder's attention over the audio, good to a
+few hundred milliseconds on distinct speech; but it can slip by a whole clip when
+neighbouring clips sound alike, and the decoder itself can skip one of several clips that say
+the same thing (five copies of one note came back as four). So a clip that got its words from
+a cut segment, and far fewer or far more than its speech could hold
+(:data:`WORDS_PER_SECOND`), is run again alone (:attr:`Split.rerun`).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -21,11 +36,61 @@ import numpy as np
 from transcriber.audio import SAMPLE_RATE, Samples
 from transcriber.results import Segment, Word
 
-# Silence between two clips of a window. Whisper's word times are good to a few hundred
-# milliseconds at best; a word is given to the clip whose stretch (widened by half a gap on
-# each side) holds its middle, so a word would have to be placed half a gap, 0.5 s, off its
-# real time to land in a neighbour. The cost is one second of each 30 s window.
+# Silence between two clips of a window: a pause long enough for the decoder to end a
+# segment in, and for a segment's times to say which clip it is in; where a segment runs
+# across it, a word goes to the clip whose stretch, widened by half a gap on each side, holds
+# its middle. The cost is one second of each 30 s window.
 GAP_SECONDS = 1.0
+# A segment's decoder times cover a clip when they overlap this much of it (or half of a
+# shorter clip): a decoder segment ends in the gap after its clip, sometimes a few frames
+# into the next one, never seconds into it.
+COVER_SECONDS = 0.5
+# Words a second of speech holds, at least and at most, in a clip whose words came from a
+# segment cut at its words: slow dictation with pauses to fast talk, with room to spare (the
+# notes of the packing benchmark hold 2.3 to 3.8 words a second of the VAD's speech).
+WORDS_PER_SECOND = (0.5, 6.0)
+
+
+@dataclass(frozen=True)
+class Speech:
+    """What of a clip goes into a window: ``samples``, the stretches ``kept`` of the clip (in
+    samples, in order) laid end to end; and the clip's own length."""
+
+    samples: Samples
+    kept: tuple[tuple[int, int], ...]
+    clip_s: float
+
+    @classmethod
+    def whole(cls, samples: Samples) -> Speech:
+        return cls(
+            samples, ((0, len(samples)),) if len(samples) else (), len(samples) / SAMPLE_RATE
+        )
+
+    @classmethod
+    def cut(cls, samples: Samples, kept: Sequence[tuple[int, int]]) -> Speech:
+        """The stretches ``kept`` of ``samples``, end to end."""
+        joined = (
+            np.concatenate([samples[start:end] for start, end in kept])
+            if kept
+            else np.zeros(0, dtype=np.float32)
+        )
+        return cls(joined, tuple(kept), len(samples) / SAMPLE_RATE)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    def clip_time(self, time_s: float, middle_s: float | None = None) -> float:
+        """``time_s`` (seconds into :attr:`samples`) as seconds into the clip. The stretch is
+        the one that holds ``middle_s`` (default ``time_s``), so that a word's start and end
+        are moved by the same amount, as faster-whisper does."""
+        if not self.kept:
+            return 0.0
+        ends = np.cumsum([end - start for start, end in self.kept])
+        at = round((time_s if middle_s is None else middle_s) * SAMPLE_RATE)
+        stretch = min(bisect.bisect(ends.tolist(), at), len(self.kept) - 1)
+        before = int(ends[stretch - 1]) if stretch else 0
+        return float(time_s) + (self.kept[stretch][0] - before) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -86,41 +151,74 @@ def join(window: Window, samples: Sequence[Samples]) -> Samples:
     return out
 
 
-def split(window: Window, segments: Sequence[Segment]) -> dict[int, list[Segment]]:
-    """Each clip's segments (keyed by the clip's index), with times from the clip's own start
-    and inside its duration.
+@dataclass(frozen=True)
+class Split:
+    """A window's segments given back to its clips (keyed by the clip's index)."""
 
-    A segment that the model ran across two clips is cut in two at the words: each word
-    goes to the clip that holds its middle. A segment without words (word timestamps off)
-    goes whole to the clip that holds its middle.
+    segments: dict[int, list[Segment]]
+    rerun: frozenset[int]  # clips whose words cannot be trusted: to be run again alone
+
+
+def split(window: Window, segments: Sequence[Segment], speech: Sequence[Speech]) -> Split:
+    """Each clip's segments, with times from the clip's own start and inside its duration.
+    ``segments`` carry the decoder's times as ``start`` and ``end``; ``speech`` is what each
+    clip (by index) put into the window.
+
+    A segment whose decoder times cover one clip is that clip's, words and all; one that
+    covers none (said in a gap) is the nearest clip's, by its middle. One that covers
+    several is cut at its words (see the module), and the clips it covers are checked; a
+    segment without words (word timestamps off) can not be cut, and its clips are run again.
     """
     out: dict[int, list[Segment]] = {clip.index: [] for clip in window.clips}
+    cut: set[int] = set()
+    rerun: set[int] = set()
     for segment in segments:
-        if not segment.words:
-            clip = _owner(window, (segment.start + segment.end) / 2)
-            out[clip.index].append(_local(segment, clip, segment.text, ()))
+        covered = _covered(window, segment.start, segment.end)
+        if len(covered) <= 1:
+            (clip,) = covered or (_owner(window.clips, (segment.start + segment.end) / 2),)
+            out[clip.index].append(_local(segment, clip, speech[clip.index], segment.words))
             continue
-        for clip, words in _by_clip(window, segment.words):
-            text = "".join(w.word for w in words).strip()
-            if any(ch.isalnum() for ch in text):
-                out[clip.index].append(_local(segment, clip, text, words))
-    return out
+        cut.update(clip.index for clip in covered)
+        if not segment.words:
+            rerun.update(clip.index for clip in covered)
+        for clip, words in _by_clip(covered, segment.words):
+            local = _local(segment, clip, speech[clip.index], words)
+            if any(ch.isalnum() for ch in local.text):
+                out[clip.index].append(local)
+    low, high = WORDS_PER_SECOND
+    for index in cut:
+        said = sum(len(segment.words) for segment in out[index])
+        if not low <= said / max(speech[index].duration_s, 1.0) <= high:
+            rerun.add(index)
+    return Split(out, frozenset(rerun))
 
 
-def _owner(window: Window, time_s: float) -> Placed:
-    """The clip whose stretch, widened by half a gap on each side, holds ``time_s``."""
-    owner = window.clips[0]
-    for clip in window.clips[1:]:
+def _covered(window: Window, start_s: float, end_s: float) -> tuple[Placed, ...]:
+    """The clips that the stretch from ``start_s`` to ``end_s`` covers (see
+    :data:`COVER_SECONDS`)."""
+    return tuple(
+        clip
+        for clip in window.clips
+        if min(end_s, clip.end_s) - max(start_s, clip.offset_s)
+        >= min(COVER_SECONDS, clip.duration_s / 2)
+    )
+
+
+def _owner(clips: Sequence[Placed], time_s: float) -> Placed:
+    """Of ``clips`` (in window order), the one whose stretch, widened by half a gap on each
+    side, holds ``time_s``; the nearest where none does."""
+    owner = clips[0]
+    for clip in clips[1:]:
         if time_s >= clip.offset_s - GAP_SECONDS / 2:
             owner = clip
     return owner
 
 
-def _by_clip(window: Window, words: Sequence[Word]) -> list[tuple[Placed, list[Word]]]:
-    """The words in runs that belong to one clip each, in order."""
+def _by_clip(clips: Sequence[Placed], words: Sequence[Word]) -> list[tuple[Placed, list[Word]]]:
+    """The words in runs that belong to one of ``clips`` each, in order."""
     runs: list[tuple[Placed, list[Word]]] = []
     for word in words:
-        clip = _owner(window, (word.start + word.end) / 2)
+        clip = _owner(clips, (word.start + word.end) / 2)
         if runs and runs[-1][0] is clip:
             runs[-1][1].append(word)
         else:
@@ -128,15 +226,24 @@ def _by_clip(window: Window, words: Sequence[Word]) -> list[tuple[Placed, list[W
     return runs
 
 
-def _local(segment: Segment, clip: Placed, text: str, words: Sequence[Word]) -> Segment:
-    def at(time_s: float) -> float:
-        # To the millisecond: Whisper's own times step by 20 ms, and the subtraction would
-        # otherwise leave 0.20000000000000018 where the model said 0.2.
-        return min(round(max(float(time_s) - clip.offset_s, 0.0), 3), clip.duration_s)
+def _local(segment: Segment, clip: Placed, speech: Speech, words: Sequence[Word]) -> Segment:
+    """``segment`` as a segment of ``clip``, with these of its ``words`` (its text theirs when
+    they are not all of its words)."""
 
-    local_words = tuple(
-        replace(w, start=at(w.start), end=max(at(w.end), at(w.start))) for w in words
-    )
-    start = local_words[0].start if local_words else at(segment.start)
-    end = local_words[-1].end if local_words else at(segment.end)
-    return replace(segment, start=start, end=max(end, start), text=text, words=local_words)
+    def at(time_s: float, middle_s: float | None = None) -> float:
+        # Back to the clip's own time, inside it. To the millisecond: Whisper's own times
+        # step by 20 ms, and the arithmetic would otherwise leave 0.20000000000000018 where
+        # the model said 0.2.
+        into = min(max(float(time_s) - clip.offset_s, 0.0), clip.duration_s)
+        middle = None if middle_s is None else float(middle_s) - clip.offset_s
+        return min(round(max(speech.clip_time(into, middle), 0.0), 3), speech.clip_s)
+
+    local = []
+    for w in words:
+        middle = (w.start + w.end) / 2
+        start = at(w.start, middle)
+        local.append(replace(w, start=start, end=max(at(w.end, middle), start)))
+    text = segment.text if len(words) == len(segment.words) else "".join(w.word for w in words)
+    start = local[0].start if local else at(segment.start)
+    end = local[-1].end if local else at(segment.end)
+    return replace(segment, start=start, end=max(end, start), text=text.strip(), words=tuple(local))
