@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,12 @@ def test_split_cuts_a_segment_that_runs_across_clips_at_its_words() -> None:
             _word(5.5, 6.5, " delta"),
         ),
     )
-    wordless = Segment(start=7.5, end=12.0, text="epsilon")  # clip 2's alone
+    wordless = Segment(start=7.5, end=12.0, text="epsilon zeta eta")  # clip 2's alone
     given = packing.split(window, [across, wordless], _whole(3.0, 2.0, 4.0))
     assert given.rerun == frozenset()
     assert [(s.text, s.start, s.end) for s in given.segments[0]] == [("alpha beta", 1.0, 3.0)]
     assert [(s.text, s.start, s.end) for s in given.segments[1]] == [("gamma delta", 0.0, 2.0)]
-    assert [(s.text, s.start, s.end) for s in given.segments[2]] == [("epsilon", 0.5, 4.0)]
+    assert [(s.text, s.start, s.end) for s in given.segments[2]] == [("epsilon zeta eta", 0.5, 4.0)]
     # Times are the clip's own, clamped to its length; what the segment carried stays.
     assert [(w.word, w.start, w.end) for w in given.segments[1][0].words] == [
         (" gamma", 0.0, 0.2),
@@ -158,11 +159,38 @@ def test_a_segment_the_decoder_put_in_one_clip_keeps_its_words_there() -> None:
         ),
     )
     given = packing.split(window, [slipped], _whole(2.5, 2.5, 2.5))
-    assert given.rerun == frozenset()
     assert [s.text for s in given.segments[1]] == ["copper wires connect every northern tower"]
+    # The clips the decoder skipped have speech and no words: they run again alone.
+    assert given.rerun == {0, 2}
     assert given.segments[0] == given.segments[2] == []
     # Its words' times stay inside the clip.
     assert all(0.0 <= w.start <= w.end <= 2.5 for w in given.segments[1][0].words)
+
+
+def test_clips_where_the_alignment_lost_its_way_run_again_alone() -> None:
+    # Six copies of one note decoded as one segment (as on some CPUs): the alignment gave
+    # two words of the second clip no time, at the start of the third.
+    (window,) = packing.plan([2.5, 2.5, 2.5], 30.0)  # offsets 0, 3.5, 7
+    note = [" hopper", " wires", " connect", " every", " northern", " tower"]
+
+    def said(at: float, words: list[str]) -> list[Word]:
+        return [_word(at + 0.4 * i, at + 0.4 * i + 0.3, w) for i, w in enumerate(words)]
+
+    words = (
+        *said(0.0, note),
+        *said(3.5, note[:4]),
+        _word(7.1, 7.1, " northern"),  # lost: no time of their own
+        _word(7.1, 7.1, " tower"),
+        *said(7.2, note),
+    )
+    once = Segment(start=0.0, end=9.5, text="".join(w.word for w in words), words=words)
+    given = packing.split(window, [once], _whole(2.5, 2.5, 2.5))
+    # The third clip, and the second, whose last words these may be; not the first.
+    assert given.rerun == {1, 2}
+    # One lost word is no sign: alignment does that in good transcripts.
+    one_lost = (*words[:10], *words[11:])
+    again = replace(once, words=one_lost, text="".join(w.word for w in one_lost))
+    assert packing.split(window, [again], _whole(2.5, 2.5, 2.5)).rerun == frozenset()
 
 
 def test_times_go_back_through_what_the_vad_cut() -> None:
@@ -410,8 +438,15 @@ def test_identical_clips_in_one_window_each_keep_their_words(
     body = (DATA / "packing_2.flac").read_bytes()
     ids = list(_queue(db, packing_bucket, {f"alarm/{n}.flac": body for n in range(6)}).values())
     assert _run(db, packing_bucket, ids[0]) == "succeeded"
+    jobs = [_job(db, job_id) for job_id in ids]
+    assert {job.status for job in jobs} == {"succeeded"}
+    # They shared a window; those whose words came back in doubt ran again alone (how many
+    # depends on the CPU: none on one machine, four of six on another).
+    assert {tuple(job.options["packed"]["jobs"]) for job in jobs if "packed" in job.options} == {
+        tuple(ids)
+    }
     for job_id in ids:
-        job = _job(db, job_id)
-        assert (job.status, job.options["packed"]["jobs"]) == ("succeeded", ids)
         text = _transcript(db, job_id).text
         assert len(_words(text) & _words(TEXTS[1])) >= 3, f"job {job_id}: {text!r}"
+        # Its own words, not a neighbour's too.
+        assert len(text.split()) <= len(TEXTS[1].split()) + 1, f"job {job_id}: {text!r}"

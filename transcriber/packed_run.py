@@ -219,15 +219,15 @@ class _Run:
         # The VAD has cut each clip already; words are what a segment that runs across two
         # clips is cut at.
         model_options = replace(options, vad_filter=False, word_timestamps=True)
+        started = time.perf_counter()
         try:
             samples = [packing.join(w, [h.samples for h in heard]) for w in windows]
-            started = time.perf_counter()
             results = run_windows(loaded, samples, model_options)
-            seconds = time.perf_counter() - started
         except self.timeout_errors:
             raise
         except Exception as exc:
-            results, seconds = [exc] * len(windows), 0.0
+            results = [exc] * len(windows)
+        seconds = time.perf_counter() - started
         audio_s = sum(placed.duration_s for window in windows for placed in window.clips)
         for window, result in zip(windows, results, strict=True):
             members = [clips[placed.index] for placed in window.clips]

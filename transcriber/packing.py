@@ -20,9 +20,11 @@ at its words, each to the clip, of those it covers, that holds the word's middle
 times come from a dynamic time warping of the decoder's attention over the audio, good to a
 few hundred milliseconds on distinct speech; but it can slip by a whole clip when
 neighbouring clips sound alike, and the decoder itself can skip one of several clips that say
-the same thing (five copies of one note came back as four). So a clip that got its words from
-a cut segment, and far fewer or far more than its speech could hold
-(:data:`WORDS_PER_SECOND`), is run again alone (:attr:`Split.rerun`).
+the same thing (five copies of one note came back as four, and six as eight, each segment in
+a clip of its own or one for the whole window depending on the CPU's arithmetic). So a clip is
+run again alone (:attr:`Split.rerun`) when it got far fewer or far more words than its speech
+could hold (:data:`WORDS_PER_SECOND`; none at all, when the decoder skipped it), or when the
+alignment lost its way in it (:data:`LOST_WORDS`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ COVER_SECONDS = 0.5
 # segment cut at its words: slow dictation with pauses to fast talk, with room to spare (the
 # notes of the packing benchmark hold 2.3 to 3.8 words a second of the VAD's speech).
 WORDS_PER_SECOND = (0.5, 6.0)
+# A word that the alignment gave less than one 20 ms frame has no place of its own in the
+# audio. One happens in good transcripts; where a segment cut at its words puts this many in
+# one clip, the alignment has lost its way there (tiny.en with hotwords, 96 notes: the four
+# such clips had a WER of 1.49, the 92 others 0.12), and when the first of them is at the
+# very start of the clip they may be the end of the clip before (six identical clips: words
+# of the third came back at the start of the fourth), which is then in doubt too.
+LOST_WORDS = 2
+_FRAME_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -166,11 +176,11 @@ def split(window: Window, segments: Sequence[Segment], speech: Sequence[Speech])
 
     A segment whose decoder times cover one clip is that clip's, words and all; one that
     covers none (said in a gap) is the nearest clip's, by its middle. One that covers
-    several is cut at its words (see the module), and the clips it covers are checked; a
-    segment without words (word timestamps off) can not be cut, and its clips are run again.
+    several is cut at its words (see the module); a segment without words (word timestamps
+    off) can not be cut, and its clips are run again. Then every clip's words are counted
+    against its speech.
     """
     out: dict[int, list[Segment]] = {clip.index: [] for clip in window.clips}
-    cut: set[int] = set()
     rerun: set[int] = set()
     for segment in segments:
         covered = _covered(window, segment.start, segment.end)
@@ -178,19 +188,35 @@ def split(window: Window, segments: Sequence[Segment], speech: Sequence[Speech])
             (clip,) = covered or (_owner(window.clips, (segment.start + segment.end) / 2),)
             out[clip.index].append(_local(segment, clip, speech[clip.index], segment.words))
             continue
-        cut.update(clip.index for clip in covered)
         if not segment.words:
             rerun.update(clip.index for clip in covered)
-        for clip, words in _by_clip(covered, segment.words):
+        runs = _by_clip(covered, segment.words)
+        rerun.update(_lost(covered, runs))
+        for clip, words in runs:
             local = _local(segment, clip, speech[clip.index], words)
             if any(ch.isalnum() for ch in local.text):
                 out[clip.index].append(local)
     low, high = WORDS_PER_SECOND
-    for index in cut:
-        said = sum(len(segment.words) for segment in out[index])
+    for index, given in out.items():
+        said = sum(len(segment.words) or len(segment.text.split()) for segment in given)
         if not low <= said / max(speech[index].duration_s, 1.0) <= high:
             rerun.add(index)
     return Split(out, frozenset(rerun))
+
+
+def _lost(clips: Sequence[Placed], runs: Sequence[tuple[Placed, list[Word]]]) -> set[int]:
+    """The clips in which the alignment of a cut segment lost its way (see
+    :data:`LOST_WORDS`); ``runs`` are its words by clip, ``clips`` those it covers."""
+    doubt: set[int] = set()
+    for clip, words in runs:
+        lost = [w for w in words if w.end - w.start < _FRAME_SECONDS]
+        if len(lost) < LOST_WORDS:
+            continue
+        doubt.add(clip.index)
+        at = clips.index(clip)
+        if at > 0 and lost[0].start < clip.offset_s + COVER_SECONDS:
+            doubt.add(clips[at - 1].index)
+    return doubt
 
 
 def _covered(window: Window, start_s: float, end_s: float) -> tuple[Placed, ...]:
