@@ -209,3 +209,6 @@ def test_audio_at_a_facility_gets_its_vocabulary_as_hotwords(db: Engine) -> None
         chosen = options_for_audio(session, audio_id, Settings(hotwords="Tag 12"))
         assert chosen.hotwords == "Tag 12"
         assert chosen.beam_size == Settings().beam_size
+        # Turned off, the facility's vocabulary is not used.
+        off = Settings(facility_hotwords=False)
+        assert options_for_audio(session, audio_id, off).hotwords is None

@@ -119,7 +119,12 @@ class Settings(BaseSettings):
 
     hotwords: str = Field(default="", max_length=1000)
     """Words to favour while decoding. Empty: the facility's name and its sensors' codes and
-    descriptions, for audio placed at a facility."""
+    descriptions, for audio placed at a facility (unless ``facility_hotwords`` is off)."""
+
+    facility_hotwords: bool = True
+    """With ``hotwords`` empty, favour the facility's terms for audio placed at one. Off where
+    notes seldom name them: on tiny.en, hotwords the audio does not say make decoding loop
+    (README, Options)."""
 
     channels: Channels = "mix"
     """``mix`` averages channels; ``split`` transcribes each channel on its own."""

@@ -69,9 +69,10 @@ def options_for_audio(
     session: Session, audio_object_id: int, settings: Settings
 ) -> TranscribeOptions:
     """The options to transcribe one audio object with: the configured ones, and for audio
-    placed at a facility (with no ``TRANSCRIBER_HOTWORDS`` set) the facility's vocabulary."""
+    placed at a facility (with no ``TRANSCRIBER_HOTWORDS`` set, and
+    ``TRANSCRIBER_FACILITY_HOTWORDS`` on) the facility's vocabulary."""
     options = TranscribeOptions.from_settings(settings)
-    if options.hotwords:
+    if options.hotwords or not settings.facility_hotwords:
         return options
     facility_id = session.scalar(
         select(AudioObject.facility_id).where(AudioObject.id == audio_object_id)
