@@ -47,14 +47,14 @@ GAP_SECONDS = 1.0
 # shorter clip): a decoder segment ends in the gap after its clip, sometimes a few frames
 # into the next one, never seconds into it.
 COVER_SECONDS = 0.5
-# Words a second of speech holds, at least and at most, in a clip whose words came from a
-# segment cut at its words: slow dictation with pauses to fast talk, with room to spare (the
-# notes of the packing benchmark hold 2.3 to 3.8 words a second of the VAD's speech).
+# Words a second of speech holds, at least and at most, in any clip of a window: slow
+# dictation with pauses to fast talk, with room to spare (the notes of the packing benchmark
+# hold 2.3 to 3.8 words a second of the VAD's speech).
 WORDS_PER_SECOND = (0.5, 6.0)
 # A word that the alignment gave less than one 20 ms frame has no place of its own in the
 # audio. One happens in good transcripts; where a segment cut at its words puts this many in
 # one clip, the alignment has lost its way there (tiny.en with hotwords, 96 notes: the four
-# such clips had a WER of 1.49, the 92 others 0.12), and when the first of them is at the
+# such clips had a WER of 1.49, the 92 others 0.09), and when the first of them is at the
 # very start of the clip they may be the end of the clip before (six identical clips: words
 # of the third came back at the start of the fourth), which is then in doubt too.
 LOST_WORDS = 2
