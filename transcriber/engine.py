@@ -265,7 +265,7 @@ def run_model(
         generator, info = loaded.whisper.transcribe(samples, **kwargs)
     # The generator does the decoding; it is consumed here, in run_windows and in the
     # threads of transcriber.lockstep (which run_windows starts), nowhere else.
-    return _speech([_segment(s) for s in generator], packed=False), info
+    return _spoken([_segment(s) for s in generator], packed=False), info
 
 
 def speech(samples: Samples, options: TranscribeOptions) -> packing.Speech:
@@ -309,7 +309,7 @@ def run_windows(
     return [
         result
         if isinstance(result, Exception)
-        else (_speech([decoded(s) for s in result[0]], packed=True), result[1])
+        else (_spoken([decoded(s) for s in result[0]], packed=True), result[1])
         for result in results
     ]
 
@@ -362,7 +362,7 @@ def _model_kwargs(options: TranscribeOptions, *, packed: bool) -> dict[str, Any]
     return kwargs
 
 
-def _speech(segments: list[Segment], *, packed: bool) -> list[Segment]:
+def _spoken(segments: list[Segment], *, packed: bool) -> list[Segment]:
     return [s for s in segments if _is_speech(s, check_repetition=not packed)]
 
 
