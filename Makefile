@@ -42,19 +42,22 @@ reliability: $(STAMP)
 	$(BIN)/pytest -m fault --reliability-report=docs/reliability.md
 
 ## make bench: the full benchmarks; rewrites docs/benchmarks.md
+## (REAL_SPEECH=DIR adds a folder of real recordings and their refs.json to the accuracy one)
 bench: $(STAMP) bench-tools
-	$(BIN)/python -m tests.bench.run
+	BENCH_REAL_SPEECH="$(REAL_SPEECH)" $(BIN)/python -m tests.bench.run
 
 ## make bench-quick: the same at a tenth of the size, for development (prints, writes nothing)
 bench-quick: $(STAMP) bench-tools
-	$(BIN)/python -m tests.bench.run --quick
+	BENCH_REAL_SPEECH="$(REAL_SPEECH)" $(BIN)/python -m tests.bench.run --quick
 
-# The benchmarks' corpora are made at run time: speech by flite, MP3 and M4A by ffmpeg.
+# The benchmarks' corpora are made at run time: speech by flite and espeak-ng, converted by
+# sox, MP3 and M4A by ffmpeg.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench-tools:
-	@command -v flite >/dev/null && command -v ffmpeg >/dev/null || { \
-		echo "make bench: installing flite and ffmpeg"; \
-		$(SUDO) apt-get install -y -q --no-install-recommends flite ffmpeg; }
+	@command -v flite >/dev/null && command -v ffmpeg >/dev/null \
+		&& command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+		echo "make bench: installing flite, espeak-ng, sox and ffmpeg"; \
+		$(SUDO) apt-get install -y -q --no-install-recommends flite espeak-ng sox ffmpeg; }
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -102,6 +102,20 @@ def postgres_server() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture(scope="session")
+def jfk_recording() -> Path:
+    """JFK's "ask not" sentence from the shared real-speech folder beside the checkout
+    (tests/real_speech.py); skip without it, or fail in CI."""
+    from tests.real_speech import JFK
+
+    if not JFK.is_file():
+        problem = f"the shared real-speech recording {JFK} is not there"
+        if REQUIRE_SERVICES:
+            pytest.fail(problem + " (TEST_REQUIRE_SERVICES=1)")
+        pytest.skip(problem)
+    return JFK
+
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

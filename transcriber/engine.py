@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from transcriber import lockstep, packing
+from transcriber import hallucinations, lockstep, packing
 from transcriber.audio import DecodedAudio, Samples, decode
 from transcriber.config import Settings
 from transcriber.errors import ModelUnavailable, UnsupportedLanguage
@@ -172,13 +172,13 @@ def _freeze_long_lived() -> None:
 
 
 def _load(config: EngineConfig) -> LoadedModel:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper import BatchedInferencePipeline
 
     path = resolve(config.model, Path(config.cache_dir))
     device = resolve_device(config.device)
     compute_type = resolve_compute_type(config.compute_type, device)
     try:
-        whisper = WhisperModel(
+        whisper = hallucinations.whisper_model()(
             path,
             device=device,
             compute_type=compute_type,
@@ -264,8 +264,11 @@ def run_model(
     else:
         generator, info = loaded.whisper.transcribe(samples, **kwargs)
     # The generator does the decoding; it is consumed here, in run_windows and in the
-    # threads of transcriber.lockstep (which run_windows starts), nowhere else.
-    return _spoken([_segment(s) for s in generator], packed=False), info
+    # threads of transcriber.lockstep (which run_windows starts), nowhere else. What the
+    # model says once the speech is over goes (transcriber.hallucinations); a packed run
+    # does the same clip by clip, after the split.
+    spoken = _spoken([_segment(s) for s in generator], packed=False)
+    return hallucinations.drop_trailing(spoken), info
 
 
 def speech(samples: Samples, options: TranscribeOptions) -> packing.Speech:

@@ -9,9 +9,10 @@ the same output; docs/benchmarks.md, packing). faster-whisper's batched pipeline
 too, but it decodes each window once and keeps what comes out: no second pass over the part
 of a window the model stopped short of, no fallback to higher temperatures. Packed windows
 lost whole clips that way (WER 0.160 against 0.083). So each window runs through
-``WhisperModel.transcribe`` itself, unchanged, in a thread of its own; the threads share a
-stand-in for the CTranslate2 model (:class:`_Lockstep`) whose ``generate`` waits until every
-thread still running has called it, then makes one call for all of them.
+``WhisperModel.transcribe`` itself (the service's subclass of it, which only ends the
+last window at the speech: :mod:`transcriber.hallucinations`), in a thread of its own; the
+threads share a stand-in for the CTranslate2 model (:class:`_Lockstep`) whose ``generate``
+waits until every thread still running has called it, then makes one call for all of them.
 
 Only the decoder is batched: a batch of encoder runs on the CPU is slower than the same runs
 one by one (1.97 s against 1.40 s for eight windows), and CTranslate2 runs one call at a time

@@ -7,6 +7,7 @@ twice (a redelivered message, a retry) still ends with exactly one transcript.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -36,16 +37,28 @@ def facility_hotwords(session: Session, facility_id: int, limit: int = HOTWORDS_
     """The facility's name, then its sensors' codes and descriptions, as decoding hotwords.
 
     Operators say "PT two oh one" and "the flare knockout drum"; handing the model those
-    terms makes it more likely to spell them as the plant does. Bounded to ``limit``
-    characters, cut between terms.
+    terms makes it more likely to spell them as the plant does (see :func:`vocabulary`).
     """
     name = session.scalar(select(Facility.name).where(Facility.id == facility_id))
-    terms: list[str] = [name] if name else []
     sensors = session.execute(
         select(Sensor.code, Sensor.description)
         .where(Sensor.facility_id == facility_id)
         .order_by(Sensor.code)
     )
+    return vocabulary(name, sensors.tuples(), limit)
+
+
+def vocabulary(
+    name: str | None, sensors: Iterable[tuple[str, str | None]], limit: int = HOTWORDS_MAX_CHARS
+) -> str:
+    """A facility's ``name``, then each of its ``sensors``' code and description, as one
+    comma-separated string of at most ``limit`` characters, cut between terms.
+
+    All of them: tried against the codes alone (and against the terms as an initial prompt),
+    the whole vocabulary spelled the codes right as often and gave the lowest WER on notes
+    that name the plant's equipment (docs/benchmarks.md, accuracy).
+    """
+    terms: list[str] = [name] if name else []
     for code, description in sensors:
         terms.append(code)
         if description:

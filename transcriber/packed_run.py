@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from transcriber import jobs, packing
+from transcriber import hallucinations, jobs, packing
 from transcriber.config import Settings
 from transcriber.engine import (
     LoadedModel,
@@ -53,7 +53,7 @@ from transcriber.engine import (
 from transcriber.errors import TransientError
 from transcriber.ingest import publish_after_commit
 from transcriber.job_steps import Fetched, Outcome, fetch, record_audio_facts, save, settle
-from transcriber.results import Transcription
+from transcriber.results import Segment, Transcription
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class _Run:
                     self.alone(clip, loaded)
                 continue
             segments, info = result
-            given = packing.split(window, segments, heard)
+            given = clip_segments(window, segments, heard)
             # The run's time, shared by audio length: what each clip cost.
             self.save_window(window, members, given, info, seconds / audio_s, loaded)
         log.info(
@@ -257,26 +257,19 @@ class _Run:
         self,
         window: packing.Window,
         clips: Sequence[Fetched],
-        given: packing.Split,
+        given: dict[int, list[Segment] | str],
         info: Any,
         seconds_per_audio_s: float,
         loaded: LoadedModel,
     ) -> None:
-        """Save each clip of ``window`` with its own segments."""
+        """Save each clip of ``window`` with its own segments (``given``, by clip index, as
+        :func:`clip_segments` gives them), or run it alone."""
         options = clips[0].options
         ids = [clip.lease.job_id for clip in clips]
         for placed, clip in zip(window.clips, clips, strict=True):
-            found = given.segments[placed.index]
-            if placed.index in given.rerun:
-                why = "its words in the window are in doubt"
-            elif repetitive(" ".join(segment.text for segment in found)):
-                # What faster-whisper would have decoded again at a higher temperature had
-                # the clip run alone (the window ran without that check).
-                why = "its text repeats itself"
-            else:
-                why = ""
-            if why:
-                log.info("job %s: %s; runs alone", clip.lease.job_id, why)
+            found = given[placed.index]
+            if isinstance(found, str):
+                log.info("job %s: %s; runs alone", clip.lease.job_id, found)
                 self.alone(clip, loaded)
                 continue
             if not options.word_timestamps:
@@ -347,3 +340,31 @@ class _Run:
 
 def _given(result: Transcription) -> Transcription:
     return result
+
+
+def clip_segments(
+    window: packing.Window, segments: Sequence[Segment], heard: Sequence[packing.Speech]
+) -> dict[int, list[Segment] | str]:
+    """Each clip of ``window`` (by its index in ``heard``, what each clip put into the
+    window) with its own segments of the window's ``segments``, or why it must run alone.
+
+    Per clip, as if it had run alone: what the model said after its speech goes
+    (:mod:`transcriber.hallucinations`; with a prompt, the decoder fills the gap after a
+    clip with the prompt's phrases), and a clip whose text repeats itself runs alone, where
+    faster-whisper would have decoded it again at a higher temperature (the window ran
+    without that check: see :func:`transcriber.engine.run_windows`).
+    """
+    given = packing.split(window, segments, heard)
+    out: dict[int, list[Segment] | str] = {}
+    for placed in window.clips:
+        found = hallucinations.drop_trailing(given.segments[placed.index])
+        if placed.index in given.rerun:
+            out[placed.index] = "its words in the window are in doubt"
+        elif packing.edge_missing(found, heard[placed.index]):
+            # What was dropped left the end of its speech unsaid: it was speech after all.
+            out[placed.index] = "its last words were taken for words said after its speech"
+        elif repetitive(" ".join(segment.text for segment in found)):
+            out[placed.index] = "its text repeats itself"
+        else:
+            out[placed.index] = found
+    return out

@@ -23,8 +23,9 @@ neighbouring clips sound alike, and the decoder itself can skip one of several c
 the same thing (five copies of one note came back as four, and six as eight, each segment in
 a clip of its own or one for the whole window depending on the CPU's arithmetic). So a clip is
 run again alone (:attr:`Split.rerun`) when it got far fewer or far more words than its speech
-could hold (:data:`WORDS_PER_SECOND`; none at all, when the decoder skipped it), or when the
-alignment lost its way in it (:data:`LOST_WORDS`).
+could hold (:data:`WORDS_PER_SECOND`; none at all, when the decoder skipped it), when the
+alignment lost its way in it (:data:`LOST_WORDS`), or when its words leave the start or the
+end of its speech unsaid (:data:`EDGE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from transcriber import hallucinations
 from transcriber.audio import SAMPLE_RATE, Samples
 from transcriber.results import Segment, Word
 
@@ -47,6 +49,11 @@ GAP_SECONDS = 1.0
 # shorter clip): a decoder segment ends in the gap after its clip, sometimes a few frames
 # into the next one, never seconds into it.
 COVER_SECONDS = 0.5
+# A segment whose decoder times reach this far into a clip's stretch may hold that clip's
+# first words: the decoder ran "... tastes wonderful, bright" as one segment ending 0.25 s
+# into the next clip, "Bright morning sunshine", and "bright" went to the clip before. Such
+# a segment is cut at its words among every clip it reaches.
+REACH_SECONDS = 0.04
 # Words a second of speech holds, at least and at most, in any clip of a window: slow
 # dictation with pauses to fast talk, with room to spare (the notes of the packing benchmark
 # hold 2.3 to 3.8 words a second of the VAD's speech).
@@ -59,26 +66,35 @@ WORDS_PER_SECOND = (0.5, 6.0)
 # of the third came back at the start of the fourth), which is then in doubt too.
 LOST_WORDS = 2
 _FRAME_SECONDS = 0.02
+# The VAD keeps 0.4 s before and after each stretch of speech, so a clip's first word starts
+# about that far into what it put into the window, and its last word ends about that far
+# before the end. A first word that starts later than this, or a last word that ends earlier,
+# means words at that edge are missing: the decoder skipped them or gave them to the clip
+# beside it (a LibriSpeech sentence packed after a note lost its first words, "and mister",
+# to the note, and came back 1.08 s late). The clip then runs again alone.
+EDGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Speech:
     """What of a clip goes into a window: ``samples``, the stretches ``kept`` of the clip (in
-    samples, in order) laid end to end; and the clip's own length."""
+    samples, in order) laid end to end; the clip's own length; and whether the VAD cut them
+    (they then start and end with its padding, not with silence of any length)."""
 
     samples: Samples
     kept: tuple[tuple[int, int], ...]
     clip_s: float
+    vad: bool = True
 
     @classmethod
     def whole(cls, samples: Samples) -> Speech:
-        return cls(
-            samples, ((0, len(samples)),) if len(samples) else (), len(samples) / SAMPLE_RATE
-        )
+        """All of ``samples``, as they are (the VAD off)."""
+        kept = ((0, len(samples)),) if len(samples) else ()
+        return cls(samples, kept, len(samples) / SAMPLE_RATE, vad=False)
 
     @classmethod
     def cut(cls, samples: Samples, kept: Sequence[tuple[int, int]]) -> Speech:
-        """The stretches ``kept`` of ``samples``, end to end."""
+        """The stretches ``kept`` of ``samples`` (the VAD's), end to end."""
         joined = (
             np.concatenate([samples[start:end] for start, end in kept])
             if kept
@@ -174,24 +190,29 @@ def split(window: Window, segments: Sequence[Segment], speech: Sequence[Speech])
     ``segments`` carry the decoder's times as ``start`` and ``end``; ``speech`` is what each
     clip (by index) put into the window.
 
-    A segment whose decoder times cover one clip is that clip's, words and all; one that
-    covers none (said in a gap) is the nearest clip's, by its middle. One that covers
-    several is cut at its words (see the module); a segment without words (word timestamps
-    off) can not be cut, and its clips are run again. Then every clip's words are counted
-    against its speech.
+    A segment whose decoder times cover one clip, and reach into no other, is that clip's,
+    words and all; one that reaches none (said in a gap) is the nearest clip's, by its
+    middle, unless its words show that nothing was said there
+    (:func:`transcriber.hallucinations.doubtful`): the gap is silence laid in by
+    :func:`join`. One that reaches into several is cut at its words (see the module); a
+    segment without words (word timestamps off) can not be cut, and its clips are run
+    again. Then every clip's words are counted against its speech.
     """
     out: dict[int, list[Segment]] = {clip.index: [] for clip in window.clips}
     rerun: set[int] = set()
     for segment in segments:
-        covered = _covered(window, segment.start, segment.end)
-        if len(covered) <= 1:
+        covered = _covered(window, segment.start, segment.end, COVER_SECONDS)
+        reached = _covered(window, segment.start, segment.end, REACH_SECONDS)
+        if not reached and hallucinations.doubtful(segment):
+            continue  # said over the silence laid between two clips: nothing was said there
+        if len(reached) <= 1:
             (clip,) = covered or (_owner(window.clips, (segment.start + segment.end) / 2),)
             out[clip.index].append(_local(segment, clip, speech[clip.index], segment.words))
             continue
         if not segment.words:
-            rerun.update(clip.index for clip in covered)
-        runs = _by_clip(covered, segment.words)
-        rerun.update(_lost(covered, runs))
+            rerun.update(clip.index for clip in reached)
+        runs = _by_clip(reached, segment.words)
+        rerun.update(_lost(reached, runs))
         for clip, words in runs:
             local = _local(segment, clip, speech[clip.index], words)
             if any(ch.isalnum() for ch in local.text):
@@ -199,14 +220,26 @@ def split(window: Window, segments: Sequence[Segment], speech: Sequence[Speech])
     low, high = WORDS_PER_SECOND
     for index, given in out.items():
         said = sum(len(segment.words) or len(segment.text.split()) for segment in given)
-        if not low <= said / max(speech[index].duration_s, 1.0) <= high:
+        rate = said / max(speech[index].duration_s, 1.0)
+        if not low <= rate <= high or edge_missing(given, speech[index]):
             rerun.add(index)
     return Split(out, frozenset(rerun))
 
 
+def edge_missing(segments: Sequence[Segment], speech: Speech) -> bool:
+    """Whether the words of ``segments`` (a clip's, in its own time) leave the start or the
+    end of its speech unsaid (see :data:`EDGE_SECONDS`; only where the VAD cut the speech:
+    without it, a clip may start or end with any length of silence)."""
+    words = [word for segment in segments for word in segment.words]
+    if not words or not speech.kept or not speech.vad:
+        return False
+    first_s, last_s = speech.kept[0][0] / SAMPLE_RATE, speech.kept[-1][1] / SAMPLE_RATE
+    return words[0].start - first_s > EDGE_SECONDS or last_s - words[-1].end > EDGE_SECONDS
+
+
 def _lost(clips: Sequence[Placed], runs: Sequence[tuple[Placed, list[Word]]]) -> set[int]:
     """The clips in which the alignment of a cut segment lost its way (see
-    :data:`LOST_WORDS`); ``runs`` are its words by clip, ``clips`` those it covers."""
+    :data:`LOST_WORDS`); ``runs`` are its words by clip, ``clips`` those it reaches."""
     doubt: set[int] = set()
     for clip, words in runs:
         lost = [w for w in words if w.end - w.start < _FRAME_SECONDS]
@@ -219,14 +252,13 @@ def _lost(clips: Sequence[Placed], runs: Sequence[tuple[Placed, list[Word]]]) ->
     return doubt
 
 
-def _covered(window: Window, start_s: float, end_s: float) -> tuple[Placed, ...]:
-    """The clips that the stretch from ``start_s`` to ``end_s`` covers (see
-    :data:`COVER_SECONDS`)."""
+def _covered(window: Window, start_s: float, end_s: float, least_s: float) -> tuple[Placed, ...]:
+    """The clips of which the stretch from ``start_s`` to ``end_s`` overlaps at least
+    ``least_s`` (or half of a shorter clip): :data:`COVER_SECONDS`, :data:`REACH_SECONDS`."""
     return tuple(
         clip
         for clip in window.clips
-        if min(end_s, clip.end_s) - max(start_s, clip.offset_s)
-        >= min(COVER_SECONDS, clip.duration_s / 2)
+        if min(end_s, clip.end_s) - max(start_s, clip.offset_s) >= min(least_s, clip.duration_s / 2)
     )
 
 

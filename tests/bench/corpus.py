@@ -276,3 +276,65 @@ def spoken_notes(
         clip = Clip(key, done.stdout, info.duration, "wav", info.samplerate, info.channels)
         notes.append(SpokenClip(clip, text))
     return notes
+
+
+# Notes that name the equipment of the demo facility houston-bay (transcriber.demo_data), as an
+# operator says them: a code letter by letter and digit by digit ("P T two oh one"), or the
+# sensor's description. The text keeps the code as the plant writes it; a transcript spells
+# it the plant's way when it holds the code exactly so.
+_CODES_SAID = {
+    "TT-101": ("T T one oh one", "reactor jacket temperature"),
+    "TT-102": ("T T one oh two", "pump bearing temperature"),
+    "TT-103": ("T T one oh three", "outdoor temperature"),
+    "PT-201": ("P T two oh one", "reactor pressure"),
+    "PT-202": ("P T two oh two", "chlorine line pressure"),
+    "HT-301": ("H T three oh one", "warehouse humidity"),
+    "HT-302": ("H T three oh two", "electrical room humidity"),
+}
+_READINGS = (
+    "is reading high", "looks normal", "is rising slowly", "dropped a little", "is steady",
+    "needs a check", "tripped an alarm",
+)  # fmt: skip
+TERMS_FACILITY = "houston-bay"
+
+
+@dataclass(frozen=True)
+class TermNote:
+    """A note spoken from ``said``, whose text as the plant writes it is ``text``; ``codes``
+    are the sensor codes it names."""
+
+    clip: Clip
+    text: str
+    codes: tuple[str, ...]
+
+
+def term_notes(count: int, *, prefix: str, seed: int = 3) -> list[TermNote]:
+    """``count`` notes that name houston-bay's sensors, by code, by code and description, or
+    by description alone, in turn; flite (voice ``slt``) and espeak-ng (``en-us``) in turn,
+    16 kHz mono WAV. Needs the ``flite``, ``espeak-ng`` and ``sox`` commands."""
+    rng = np.random.default_rng(seed)
+    notes: list[TermNote] = []
+    for n in range(count):
+        code = str(rng.choice(sorted(_CODES_SAID)))
+        spelled, description = _CODES_SAID[code]
+        reading = str(rng.choice(_READINGS))
+        follow_up = str(rng.choice(_FOLLOW_UPS)) if rng.random() < 0.6 else ""
+        named = (f"{code}", f"The {description} on {code}", f"The {description}")[n % 3]
+        text = f"{named} {reading}. {follow_up}".strip()
+        said = text.replace(code, spelled)
+        if n % 2 == 0:
+            voice = ["flite", "-voice", "slt", "-t", said, "-o", "/dev/stdout"]
+        else:
+            voice = ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", said]
+        raw = subprocess.run(voice, capture_output=True, check=True).stdout
+        # Both voices to 16 kHz mono 16-bit, as a recorder would store them.
+        wav = subprocess.run(
+            ["sox", "-t", "wav", "-", "-t", "wav", "-r", "16000", "-c", "1", "-b", "16", "-"],
+            input=raw,
+            capture_output=True,
+            check=True,
+        ).stdout
+        info = soundfile.info(io.BytesIO(wav))
+        clip = Clip(f"{prefix}/{n:04d}.wav", wav, info.duration, "wav", 16000, 1)
+        notes.append(TermNote(clip, text, (code,) if code in named else ()))
+    return notes

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "overhead",
     "memory",
     "scaling",
+    "accuracy",
     "packing",
     "sql_at_size",
 ]
