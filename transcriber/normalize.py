@@ -45,7 +45,7 @@ def facility_hotwords(session: Session, facility_id: int, limit: int = HOTWORDS_
         .where(Sensor.facility_id == facility_id)
         .order_by(Sensor.code)
     )
-    return vocabulary(name, sensors.tuples(), limit)
+    return vocabulary(name, [(row.code, row.description) for row in sensors], limit)
 
 
 def vocabulary(
