@@ -21,10 +21,13 @@ import soundfile
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+import transcriber.job_steps
+from tests.bench.corpus import terms_vocabulary
 from tests.moto_server import moto_bucket, moto_server
+from tests.real_speech import jfk_utterances
 from transcriber import jobs, packed_run, packing
-from transcriber.audio import SAMPLE_RATE, DecodedAudio
-from transcriber.engine import EngineConfig, get_model, transcribe
+from transcriber.audio import SAMPLE_RATE, DecodedAudio, decode
+from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe
 from transcriber.ingest import scan
 from transcriber.results import Segment, Word
 from transcriber.schema import AudioObject, Transcript, TranscriptionJob
@@ -418,16 +421,7 @@ def test_no_word_moves_between_real_and_synthetic_clips_packed_together(
     # one window with a real clip beside a real one and beside synthetic ones; no two share
     # a word. Once as audio at no facility, once with the demo facility's vocabulary as
     # hotwords (the decoder then runs segments across the gaps and fills them).
-    import transcriber.job_steps
-    from tests.real_speech import jfk_utterances
-    from transcriber.audio import decode
-    from transcriber.demo_data import FACILITIES, SENSORS
-    from transcriber.engine import TranscribeOptions
-    from transcriber.normalize import vocabulary as facility_vocabulary
-
-    (plant,) = [f for f in FACILITIES if f.code == "houston-bay"]
-    sensors = [(s.code, s.description) for s in SENSORS if s.facility == plant.code]
-    hotwords = facility_vocabulary(plant.name, sensors) if vocabulary == "facility" else None
+    hotwords = terms_vocabulary() if vocabulary == "facility" else None
 
     def options(session: Session, audio_id: int, settings: Any) -> TranscribeOptions:
         return TranscribeOptions.from_settings(settings, hotwords=hotwords)
@@ -493,9 +487,6 @@ def decode_bytes(data: bytes) -> DecodedAudio:
 def test_only_clips_with_the_same_options_share_a_window(
     db: Engine, packing_bucket: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import transcriber.job_steps
-    from transcriber.engine import TranscribeOptions
-
     def options_by_parity(session: Session, audio_id: int, settings: Any) -> TranscribeOptions:
         return TranscribeOptions.from_settings(settings, hotwords=f"parity {audio_id % 2}")
 

@@ -42,12 +42,10 @@ import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from tests import real_speech
-from tests.bench.corpus import TERMS_FACILITY, spoken_notes, term_notes
+from tests.bench.corpus import TERMS_FACILITY, spoken_notes, term_notes, terms_vocabulary
 from transcriber import engine, hallucinations, packed_run, packing
 from transcriber.audio import DecodedAudio, decode
 from transcriber.config import Settings
-from transcriber.demo_data import FACILITIES, SENSORS
-from transcriber.normalize import vocabulary
 from transcriber.results import Segment
 
 THREADS = 2
@@ -69,14 +67,6 @@ class Decoded:
 
     segments: list[list[Segment]]
     seconds: list[float]
-
-
-def _facility_vocabulary() -> tuple[str, str]:
-    """houston-bay's hotwords as the service builds them, and its codes alone."""
-    (facility,) = [f for f in FACILITIES if f.code == TERMS_FACILITY]
-    sensors = [(s.code, s.description) for s in SENSORS if s.facility == TERMS_FACILITY]
-    codes = [(code, None) for code, _ in sensors]
-    return vocabulary(facility.name, sensors), vocabulary(None, codes)
 
 
 def _corpus(quick: bool) -> list[Item]:
@@ -181,7 +171,6 @@ def _packed(
     items: list[Item],
     options: engine.TranscribeOptions,
     alone: Decoded,
-    drop: bool,
 ) -> Packed:
     """The items that fit a window, packed as the worker packs them; a clip the worker would
     run alone takes its alone result and time."""
@@ -196,11 +185,7 @@ def _packed(
     out: dict[int, list[Segment]] = {}
     for window, result in zip(shared, results, strict=True):
         assert not isinstance(result, Exception), result
-        if drop:
-            given = packed_run.clip_segments(window, result[0], heard)
-        else:
-            with _nothing_dropped():
-                given = packed_run.clip_segments(window, result[0], heard)
+        given = packed_run.clip_segments(window, result[0], heard)
         for placed in window.clips:
             found = given[placed.index]
             if not isinstance(found, str):
@@ -209,7 +194,7 @@ def _packed(
     ran_alone = [i for i in fits if i not in out]
     for i in ran_alone:
         segments = alone.segments[i]
-        out[i] = hallucinations.drop_trailing(segments) if drop else segments
+        out[i] = hallucinations.drop_trailing(segments)
         seconds += alone.seconds[i]
     return Packed(out, seconds, len(ran_alone))
 
@@ -284,7 +269,7 @@ def run(quick: bool) -> str:
     settings = Settings(cpu_threads=THREADS)
     loaded = engine.get_model(engine.EngineConfig.from_settings(settings))
     items = _corpus(quick)
-    full, codes = _facility_vocabulary()
+    full, codes = terms_vocabulary(), terms_vocabulary(codes_only=True)
     base = engine.TranscribeOptions.from_settings(settings)
     hot = replace(base, hotwords=full)
     print(f"accuracy: {len(items)} files; vocabulary {len(full)} characters", flush=True)
@@ -321,7 +306,7 @@ def run(quick: bool) -> str:
     packed_rows = []
     for label, name, options in (("hotwords off", "off", base), ("service default", "hot", hot)):
         alone = decoded[name]
-        packed = _packed(loaded, items, options, alone, drop=True)
+        packed = _packed(loaded, items, options, alone)
         packed_texts = {i: _text(s) for i, s in packed.segments.items()}
         alone_texts = {
             i: _text(hallucinations.drop_trailing(alone.segments[i])) for i in packed.segments

@@ -298,6 +298,19 @@ _READINGS = (
 TERMS_FACILITY = "houston-bay"
 
 
+def terms_vocabulary(codes_only: bool = False) -> str:
+    """houston-bay's hotwords as the service builds them (transcriber.normalize.vocabulary),
+    or its sensor codes alone."""
+    from transcriber.demo_data import FACILITIES, SENSORS
+    from transcriber.normalize import vocabulary
+
+    (facility,) = [f for f in FACILITIES if f.code == TERMS_FACILITY]
+    sensors = [(s.code, s.description) for s in SENSORS if s.facility == TERMS_FACILITY]
+    if codes_only:
+        return vocabulary(None, [(code, None) for code, _ in sensors])
+    return vocabulary(facility.name, sensors)
+
+
 @dataclass(frozen=True)
 class TermNote:
     """A note spoken from ``said``, whose text as the plant writes it is ``text``; ``codes``
