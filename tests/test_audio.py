@@ -24,20 +24,16 @@ import numpy.typing as npt
 import pytest
 from faster_whisper.audio import decode_audio
 
-from transcriber.audio import (
-    MIN_SAMPLE_RATE,
-    SAMPLE_RATE,
+from transcriber.audio import MIN_SAMPLE_RATE, SAMPLE_RATE, DecodedAudio, check_size, decode
+from transcriber.errors import (
     AudioError,
     AudioTooLarge,
     AudioTooLong,
     CorruptAudio,
-    DecodedAudio,
     EmptyAudio,
+    PermanentError,
     UnsupportedAudio,
-    check_size,
-    decode,
 )
-from transcriber.errors import PermanentError
 
 DATA = Path(__file__).parent / "data"
 MAX_BYTES = 50 * 1024 * 1024
@@ -590,7 +586,8 @@ def tone_mp3s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 _DECODE_IN_CHILD = """
 import sys
 from pathlib import Path
-from transcriber.audio import AudioError, decode
+from transcriber.audio import decode
+from transcriber.errors import AudioError
 try:
     decode(Path(sys.argv[1]), max_bytes=1 << 30, max_seconds=600)
 except AudioError as exc:

@@ -14,13 +14,10 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from tests.conftest import run_cli
-from tests.moto_server import moto_bucket, moto_server
+from tests.support.databases import run_cli
 from transcriber import embedded
 from transcriber.config import Settings
 from transcriber.storage import head, s3_client
-
-__all__ = ["moto_bucket", "moto_server"]  # fixtures, used by name
 
 DATA = Path(__file__).parent / "data"
 

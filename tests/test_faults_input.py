@@ -30,7 +30,7 @@ import io
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,8 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import moto_server
-from tests.service_stack import DATA, Service, running_service
+from tests.support.service import DATA, Service, service_fixture
 from transcriber.storage import sqs_client
-
-__all__ = ["moto_server"]  # a fixture, used by name
 
 MAX_SECONDS = 60
 MAX_BYTES = 2 * 1024 * 1024
@@ -547,23 +543,11 @@ GOOD = [case for case in CASES if case.id.startswith("good-")]
 # --- The service and the run ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=redis_server,
-        database_url=databases.postgresql(postgres_server),
-        workdir=tmp_path_factory.mktemp("faults-input"),
-        TRANSCRIBER_MAX_AUDIO_SECONDS=str(MAX_SECONDS),
-        TRANSCRIBER_MAX_AUDIO_BYTES=str(MAX_BYTES),
-    ) as stack:
-        yield stack
+service = service_fixture(
+    "faults-input",
+    TRANSCRIBER_MAX_AUDIO_SECONDS=str(MAX_SECONDS),
+    TRANSCRIBER_MAX_AUDIO_BYTES=str(MAX_BYTES),
+)
 
 
 @dataclass(frozen=True)

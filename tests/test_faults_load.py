@@ -25,12 +25,8 @@ import psutil
 import pytest
 import soundfile
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import moto_server
-from tests.service_stack import DATA, Service, running_service
+from tests.support.service import DATA, Service, service_fixture
 from transcriber.storage import s3_client
-
-__all__ = ["moto_server"]  # a fixture, used by name
 
 FILES = 500
 RATE = 16_000
@@ -163,23 +159,7 @@ def _sampling(service: Service) -> Iterator[_Sampler]:
         thread.join()
 
 
-@pytest.fixture
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path: Path,
-) -> Iterator[Service]:
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=redis_server,
-        database_url=databases.postgresql(postgres_server),
-        workdir=tmp_path,
-        worker=False,
-    ) as stack:
-        stack.start_worker(concurrency=2)
-        yield stack
+service = service_fixture("faults-load", scope="function", concurrency=2)
 
 
 def _wait_for_pool(service: Service, size: int, timeout: float = 120) -> None:

@@ -9,7 +9,6 @@ the database lease, which is what these tests prove. Jobs are registered and pub
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,8 @@ import pytest
 import redis
 import soundfile
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import moto_server
-from tests.poison_worker import POISON
-from tests.service_stack import DATA, RedisProcess, Service, running_service
-
-__all__ = ["moto_server"]  # a fixture, used by name
+from tests.support.poison_worker import POISON
+from tests.support.service import DATA, Service, service_fixture
 
 ROOT = Path(__file__).parents[1]
 TIME_LIMIT = 60
@@ -39,32 +34,18 @@ def long_audio(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture(scope="module")
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
-    # A Redis of its own: a worker restores every unacknowledged message of its Redis
-    # database older than its own (short) visibility timeout, other tests' included.
-    broker = RedisProcess(tmp_path_factory.mktemp("redis"))
-    broker.start()
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=broker.url,
-        database_url=databases.postgresql(postgres_server),
-        workdir=tmp_path_factory.mktemp("process-faults"),
-        watcher=False,
-        worker=False,
-        TRANSCRIBER_TASK_TIME_LIMIT=str(TIME_LIMIT),
-        TRANSCRIBER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
-        TRANSCRIBER_MAX_ATTEMPTS="3",
-        PYTHONPATH=str(ROOT),  # for tests.poison_worker
-    ) as stack:
-        yield stack
-    broker.stop()
+# A Redis of its own: a worker restores every unacknowledged message of its Redis database
+# older than its own (short) visibility timeout, other tests' included.
+service = service_fixture(
+    "process-faults",
+    own_broker=True,
+    watcher=False,
+    worker=False,
+    TRANSCRIBER_TASK_TIME_LIMIT=str(TIME_LIMIT),
+    TRANSCRIBER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+    TRANSCRIBER_MAX_ATTEMPTS="3",
+    PYTHONPATH=str(ROOT),  # for tests.support.poison_worker
+)
 
 
 def _scan(service: Service, prefix: str) -> None:
@@ -161,7 +142,7 @@ def test_a_file_that_kills_its_decoder_fails_after_max_attempts_and_the_queue_dr
     service.upload(poison, POISON + (DATA / "speech_16k_mono.wav").read_bytes())
     for key in good:
         service.upload(key, (DATA / "speech_8k_mono.wav").read_bytes())
-    service.start_worker("poisoned", app="tests.poison_worker")
+    service.start_worker("poisoned", app="tests.support.poison_worker")
     started = time.monotonic()
     _scan(service, "poison/")
     service.wait_for("the poison file to fail", service.finished(poison, 1))

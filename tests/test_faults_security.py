@@ -29,17 +29,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import TABLES, VIEWS, DatabaseFactory, run_cli
-from tests.moto_server import free_port, moto_server
-from tests.service_stack import DATA, Service, readings_csv, running_service
+from tests.support.databases import TABLES, VIEWS, DatabaseFactory, run_cli
+from tests.support.moto import free_port
+from tests.support.service import DATA, Service, readings_csv, running_service, service_fixture
 from transcriber import migrate
 from transcriber.config import redact_url
 from transcriber.db import make_engine
 from transcriber.embedded import wait_for_port
 from transcriber.schema import Base
 from transcriber.sensors import load_files
-
-__all__ = ["moto_server"]  # a fixture, used by name
 
 ROOT = Path(__file__).parents[1]
 READONLY_SQL = ROOT / "docs" / "sql" / "readonly_role.sql"
@@ -107,23 +105,7 @@ def _role_cleanup(admin_url: str, database_url: str, role: str) -> Iterator[None
 # --- Pickle -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path: Path,
-) -> Iterator[Service]:
-    workdir = tmp_path / "service"
-    workdir.mkdir()
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=redis_server,
-        database_url=databases.postgresql(postgres_server),
-        workdir=workdir,
-    ) as stack:
-        yield stack
+service = service_fixture("faults-security", scope="function")
 
 
 @pytest.mark.fault("P6")

@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import moto_server
-from tests.service_stack import (
+from tests.support.databases import DatabaseFactory
+from tests.support.service import (
     DATA,
     RedisProcess,
     Service,
@@ -31,8 +30,6 @@ from tests.service_stack import (
     running_service,
 )
 from transcriber.storage import sqs_client
-
-__all__ = ["moto_server"]  # a fixture, used by name
 
 CLIP_A = (DATA / "speech_8k_mono.wav").read_bytes()  # "Pressure on line four is rising..."
 CLIP_B = (DATA / "speech_44k_stereo.mp3").read_bytes()  # "The cooling pump is running hot..."

@@ -3,7 +3,6 @@ the ones tiny.en produced with a facility's hotwords (docs/benchmarks.md, accura
 
 from __future__ import annotations
 
-import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -150,21 +149,5 @@ def test_the_padding_is_the_vads() -> None:
     assert VadOptions().speech_pad_ms / 1000 == SPEECH_PAD_S
 
 
-def test_faster_whisper_still_has_the_method_the_model_overrides() -> None:
-    from faster_whisper import WhisperModel
-
-    method = getattr(WhisperModel, "_split_segments_by_timestamps", None)
-    assert method is not None, (
-        "faster-whisper no longer has WhisperModel._split_segments_by_timestamps, which "
-        "transcriber.hallucinations.whisper_model overrides: update it for this version"
-    )
-    parameters = list(inspect.signature(method).parameters)
-    assert parameters == [
-        "self",
-        "tokenizer",
-        "tokens",
-        "time_offset",
-        "segment_size",
-        "segment_duration",
-        "seek",
-    ], f"faster-whisper changed _split_segments_by_timestamps{parameters}; update the override"
+# That faster-whisper still has _split_segments_by_timestamps with these parameters, and the
+# other private parts the service relies on: tests/test_faster_whisper_contract.py.

@@ -1,12 +1,12 @@
-"""transcriber.ingest and transcriber.watch: events, placement, registration, scan, and the
-watcher, against a real moto server and real databases (SQLite and PostgreSQL)."""
+"""transcriber.ingest and transcriber.placement: events, placement, registration and scan,
+against a real moto server and real databases (SQLite and PostgreSQL). The watcher's tests are
+in tests/test_watch.py."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -14,62 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, insert, inspect, select, update
+from sqlalchemy import Engine, delete, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
-from tests.moto_server import (
-    faulty_proxy,
-    free_port,
-    moto_bucket,
-    moto_server,
-    start_server,
-    versioned_bucket,
-)
-from transcriber import ingest
+from tests.support.ingest import Recorder, count, jobs_by_key, s3_record, upload
+from transcriber import placement
 from transcriber.config import Settings
-from transcriber.db import make_engine
-from transcriber.errors import StorageUnavailable
-from transcriber.ingest import (
-    BadEvent,
-    ObjectEvent,
-    clean_text,
-    key_fields,
-    parse_event_message,
-    place,
-    place_downloaded,
-    register,
-    scan,
-    wanted,
-)
+from transcriber.errors import BadEvent, StorageAccessDenied
+from transcriber.ingest.events import ObjectEvent, parse_event_message
+from transcriber.ingest.registration import register
+from transcriber.ingest.scan import scan
+from transcriber.ingest.watch import Watcher
+from transcriber.placement import clean_text, key_fields, place, place_downloaded, wanted
 from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
 from transcriber.storage import (
     ListedObject,
     ObjectInfo,
-    StorageAccessDenied,
     download,
     head,
     s3_client,
     sqs_client,
 )
-from transcriber.watch import Watcher
-
-__all__ = ["moto_bucket", "moto_server", "versioned_bucket"]  # fixtures, used by name
 
 LAST_MODIFIED = datetime(2026, 3, 14, 12, 0, 0, tzinfo=UTC)
-
-
-def s3_record(key: str, **obj: Any) -> dict[str, Any]:
-    """One record of an S3 event notification, as AWS writes it."""
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventTime": "2026-03-14T10:15:02.123Z",
-        "eventName": obj.pop("event_name", "ObjectCreated:Put"),
-        "s3": {
-            "bucket": {"name": "audio-bucket", "arn": "arn:aws:s3:::audio-bucket"},
-            "object": {"key": key, "size": 1234, "eTag": "0123abcd", **obj},
-        },
-    }
 
 
 def info(
@@ -98,68 +65,6 @@ def do_register(
 ) -> list[int]:
     with Session(engine) as session, session.begin():
         return register(session, objects, settings)
-
-
-def jobs_by_key(engine: Engine) -> list[tuple[str, str, str, str | None]]:
-    """(key, etag, status, error_category) of every job, oldest first."""
-    with Session(engine) as session:
-        rows = session.execute(
-            select(
-                AudioObject.key,
-                AudioObject.etag,
-                TranscriptionJob.status,
-                TranscriptionJob.error_category,
-            )
-            .join(AudioObject, AudioObject.id == TranscriptionJob.audio_object_id)
-            .order_by(TranscriptionJob.id)
-        )
-        return [(key, etag, status, category) for key, etag, status, category in rows]
-
-
-def count(engine: Engine, model: type[Any]) -> int:
-    with Session(engine) as session:
-        return session.scalar(select(func.count()).select_from(model)) or 0
-
-
-def upload(
-    settings: Settings, key: str, body: bytes = b"RIFF", metadata: dict[str, str] | None = None
-) -> None:
-    s3_client(settings).put_object(
-        Bucket=settings.s3_bucket, Key=key, Body=body, Metadata=metadata or {}
-    )
-
-
-def queue_depth(settings: Settings) -> int:
-    attributes = sqs_client(settings).get_queue_attributes(
-        QueueUrl=settings.sqs_queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-class Recorder:
-    """A publish callable that checks, when called, that the jobs are already committed."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.calls: list[list[int]] = []
-
-    def __call__(self, job_ids: Sequence[int]) -> None:
-        # A connection of its own sees only committed rows.
-        with Session(self.engine) as session:
-            visible = session.scalars(
-                select(TranscriptionJob.id).where(
-                    TranscriptionJob.id.in_(job_ids), TranscriptionJob.status == "queued"
-                )
-            ).all()
-        assert sorted(visible) == sorted(job_ids), "published before the commit"
-        self.calls.append(list(job_ids))
-
-    @property
-    def ids(self) -> list[int]:
-        return [job_id for call in self.calls for job_id in call]
 
 
 # --- Events -------------------------------------------------------------------------------
@@ -355,7 +260,7 @@ def test_a_crafted_key_cannot_stall_the_pattern_match() -> None:
 
 def test_segment_by_segment_matching_agrees_with_the_whole_key_table() -> None:
     # key_fields matches segment by segment (a regex where a segment has at most two
-    # fields); ingest._match over the whole key is the reference it must agree with.
+    # fields); placement._match over the whole key is the reference it must agree with.
     rng = random.Random(7)
     fields = ["{facility}", "{sensor}", "{recorded_at}", "{ext}", "{name}"]
     for _ in range(300):
@@ -371,7 +276,7 @@ def test_segment_by_segment_matching_agrees_with_the_whole_key_table() -> None:
             )
             if rng.random() < 0.2:
                 key = "".join(rng.choice("ab/._-") for _ in range(rng.randint(1, 14)))
-            expected = ingest._match(ingest._tokens(pattern), key.lstrip("/"))
+            expected = placement._match(placement._tokens(pattern), key.lstrip("/"))
             assert key_fields(key, settings) == expected, (pattern, key)
 
 
@@ -747,10 +652,10 @@ def test_scan_without_leave_to_list_versions_reads_each_object(
         raise StorageAccessDenied("listing the versions of s3://bucket/: AccessDenied")
         yield
 
-    monkeypatch.setattr("transcriber.ingest.iter_current_versions", denied)
+    monkeypatch.setattr("transcriber.ingest.scan.iter_current_versions", denied)
     upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav", metadata={"facility": "P9"})
     upload(moto_bucket, "P1/PT-2/20260314T101600Z.wav")
-    with caplog.at_level("WARNING", logger="transcriber.ingest"):
+    with caplog.at_level("WARNING", logger="transcriber.ingest.scan"):
         result = scan(s3_client(moto_bucket), db, moto_bucket, Recorder(db))
     assert (result.listed, result.registered) == (2, 2)
     assert "s3:ListBucketVersions" in caplog.text
@@ -759,173 +664,3 @@ def test_scan_without_leave_to_list_versions_reads_each_object(
     # Read with HEAD: the metadata is known from the start.
     assert [row.meta["facility"] for row in rows] == ["P9", "P1"]
     assert [row.meta["s3_metadata"] for row in rows] == [{"facility": "P9"}, {}]
-
-
-# --- Watcher ------------------------------------------------------------------------------
-
-
-def test_the_watcher_registers_uploads_publishes_and_deletes(
-    db: Engine, moto_bucket: Settings
-) -> None:
-    keys = ["P1/PT-1/20260314T101500Z.wav", "P1/PT-1/20260314T101501Z.wav", "P2/a b/ü.ogg"]
-    for key in keys:
-        upload(moto_bucket, key, metadata={"facility": "P9"} if "ü" in key else None)
-    upload(moto_bucket, "P1/notes.txt")
-    publish = Recorder(db)
-    watcher = Watcher(moto_bucket, db, publish, wait_time_seconds=1)
-    assert watcher.run_once() == 3
-    assert len(publish.calls) == 1
-    assert len(publish.ids) == 3
-    assert count(db, AudioObject) == 3
-    assert sorted(k for k, *_ in jobs_by_key(db)) == sorted(keys)
-    assert queue_depth(moto_bucket) == 0
-    assert watcher.run_once() == 0
-
-
-@pytest.mark.fault("P1")
-def test_a_redelivered_event_registers_one_job(db: Engine, moto_bucket: Settings) -> None:
-    sqs = sqs_client(moto_bucket)
-    sqs.purge_queue(QueueUrl=moto_bucket.sqs_queue_url)  # the notification's TestEvent
-    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
-    [message] = sqs.receive_message(QueueUrl=moto_bucket.sqs_queue_url, WaitTimeSeconds=1)[
-        "Messages"
-    ]
-    sqs.delete_message(QueueUrl=moto_bucket.sqs_queue_url, ReceiptHandle=message["ReceiptHandle"])
-    for _ in range(3):
-        sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=message["Body"])
-    publish = Recorder(db)
-    watcher = Watcher(moto_bucket, db, publish, wait_time_seconds=1)
-    assert watcher.run_once() == 1
-    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=message["Body"])
-    assert watcher.run_once() == 0
-    assert count(db, AudioObject) == 1
-    assert count(db, TranscriptionJob) == 1
-    assert publish.calls == [publish.ids]
-    assert queue_depth(moto_bucket) == 0
-
-
-def test_bad_messages_are_dropped_and_gone_objects_skipped(
-    db: Engine, moto_bucket: Settings
-) -> None:
-    sqs = sqs_client(moto_bucket)
-    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody="not an event")
-    upload(moto_bucket, "P1/PT-1/gone.wav")
-    s3_client(moto_bucket).delete_object(Bucket=moto_bucket.s3_bucket, Key="P1/PT-1/gone.wav")
-    other = {
-        "Records": [
-            {
-                **s3_record("x.wav"),
-                "s3": {"bucket": {"name": "other-bucket"}, "object": {"key": "x.wav"}},
-            }
-        ]
-    }
-    sqs.send_message(QueueUrl=moto_bucket.sqs_queue_url, MessageBody=json.dumps(other))
-    watcher = Watcher(moto_bucket, db, Recorder(db), wait_time_seconds=1)
-    assert watcher.run_once() == 0
-    assert count(db, AudioObject) == 0
-    assert queue_depth(moto_bucket) == 0
-
-
-def test_a_database_failure_keeps_the_messages(
-    db: Engine, moto_bucket: Settings, tmp_path: Any
-) -> None:
-    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
-    sqs = sqs_client(moto_bucket)
-    # Messages come back at once instead of after the default 30 s.
-    sqs.set_queue_attributes(
-        QueueUrl=moto_bucket.sqs_queue_url, Attributes={"VisibilityTimeout": "0"}
-    )
-    unmigrated = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: inserts fail
-    publish = Recorder(db)
-    try:
-        with pytest.raises(Exception, match="no such table"):
-            Watcher(moto_bucket, unmigrated, publish, wait_time_seconds=1).run_once()
-    finally:
-        unmigrated.dispose()
-    assert publish.calls == []
-    assert Watcher(moto_bucket, db, publish, wait_time_seconds=1).run_once() == 1
-    assert len(publish.ids) == 1
-
-
-def test_a_message_whose_object_cannot_be_read_stays_in_the_queue(
-    db: Engine, moto_bucket: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
-    sqs_client(moto_bucket).set_queue_attributes(
-        QueueUrl=moto_bucket.sqs_queue_url, Attributes={"VisibilityTimeout": "0"}
-    )
-    publish = Recorder(db)
-    with faulty_proxy(moto_bucket.s3_endpoint_url, fail=frozenset({"HEAD"})) as endpoint:
-        settings = moto_bucket.model_copy(update={"s3_endpoint_url": endpoint})
-        with pytest.raises(StorageUnavailable):
-            Watcher(settings, db, publish, wait_time_seconds=1).run_once()
-    assert count(db, AudioObject) == 0
-    assert publish.calls == []
-    assert Watcher(moto_bucket, db, publish, wait_time_seconds=1).run_once() == 1
-
-
-def test_a_failed_publish_still_commits_and_deletes(db: Engine, moto_bucket: Settings) -> None:
-    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
-
-    def broken_broker(job_ids: Sequence[int]) -> None:
-        raise ConnectionError("the broker is down")
-
-    assert Watcher(moto_bucket, db, broken_broker, wait_time_seconds=1).run_once() == 1
-    assert jobs_by_key(db)[0][2] == "queued"  # the sweeper publishes it later
-    assert queue_depth(moto_bucket) == 0
-
-
-def test_the_watcher_survives_an_outage_and_stops_promptly(
-    db: Engine, moto_bucket: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast: the watcher does the backing off
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    queue_url = moto_bucket.sqs_queue_url.replace(moto_bucket.s3_endpoint_url, endpoint)
-    settings = moto_bucket.model_copy(
-        update={
-            "s3_endpoint_url": endpoint,
-            "sqs_queue_url": queue_url,
-            "sweep_interval_seconds": 1,
-        }
-    )
-    upload(moto_bucket, "P1/PT-1/20260314T101500Z.wav")
-    publish = Recorder(db)
-    sweeps: list[float] = []
-
-    def sweep() -> int:
-        sweeps.append(time.monotonic())
-        return 0
-
-    watcher = Watcher(
-        settings, db, publish, sweep, wait_time_seconds=1, backoff_initial_s=0.2, backoff_max_s=0.8
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
-    thread.start()
-    server = None
-    try:
-        time.sleep(1.5)  # nothing listens on the port: rounds fail and back off
-        assert thread.is_alive()
-        assert publish.calls == []
-        server = start_server(port)  # the endpoint comes back (same moto state)
-        deadline = time.monotonic() + 15
-        while not publish.calls and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(publish.ids) == 1
-        assert sweeps
-    finally:
-        stopped_at = time.monotonic()
-        stop.set()
-        thread.join(timeout=10)
-        if server is not None:
-            server.stop()
-    assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 3  # within one long poll
-    assert count(db, TranscriptionJob) == 1
-
-
-def test_a_watcher_needs_a_queue(db: Engine) -> None:
-    with pytest.raises(ValueError, match="SQS_QUEUE_URL"):
-        Watcher(Settings(), db, Recorder(db))

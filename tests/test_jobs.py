@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from tests.conftest import create_job
+from tests.support.databases import create_job
 from transcriber import jobs
 from transcriber.config import Settings
+from transcriber.errors import LeaseLost
 from transcriber.schema import TranscriptionJob
 
 SETTINGS = Settings(max_attempts=3, requeue_after_seconds=600)
@@ -76,7 +77,7 @@ def test_an_expired_lease_passes_on_and_the_old_holder_cannot_finish(db: Engine)
     try:
         with Session(db) as session, session.begin():
             jobs.succeed(session, old)
-    except jobs.LeaseLost:
+    except LeaseLost:
         pass
     else:
         raise AssertionError("a lost lease must not let the old holder finish the job")

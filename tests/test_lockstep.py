@@ -1,4 +1,4 @@
-"""Packed windows side by side, their decoding batched (transcriber.lockstep), with the real
+"""Packed windows side by side, their decoding batched (transcriber.packing.lockstep), with the real
 bundled model: the same segments as each window run alone, fewer decoder calls, one broken
 window not disturbing the others, and a caller's time limit stopping every window."""
 
@@ -18,24 +18,20 @@ import numpy as np
 import pytest
 import soundfile
 
-from transcriber import packing
 from transcriber.audio import Samples
 from transcriber.config import Settings
-from transcriber.engine import (
-    EngineConfig,
-    LoadedModel,
-    TranscribeOptions,
-    get_model,
-    run_windows,
-)
-from transcriber.lockstep import transcribe_side_by_side
+from transcriber.job_options import TranscribeOptions
+from transcriber.packing import plan as packing
+from transcriber.packing.lockstep import transcribe_side_by_side
+from transcriber.packing.windows import run_windows
+from transcriber.speech_model import LoadedModel, ModelConfig, get_model
 
 DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    return get_model(EngineConfig.from_settings(Settings()))
+    return get_model(ModelConfig.from_settings(Settings()))
 
 
 @pytest.fixture(scope="module")

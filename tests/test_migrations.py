@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from tests.conftest import TABLES, VIEWS, create_job, run_cli
+from tests.support.databases import TABLES, VIEWS, create_job, run_cli
 from transcriber import migrate
 from transcriber.db import make_engine
 from transcriber.schema import Base

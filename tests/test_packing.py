@@ -1,4 +1,4 @@
-"""Short clips packed into shared windows (transcriber.packing, transcriber.packed_run).
+"""Short clips packed into shared windows (transcriber.packing).
 
 The arithmetic on its own, then the worker's packed run for real: S3 on moto, the database
 (SQLite and PostgreSQL), the bundled tiny.en, six notes whose vocabularies share no word
@@ -23,18 +23,18 @@ from sqlalchemy.orm import Session
 
 import transcriber.job_steps
 from tests.bench.corpus import terms_vocabulary
-from tests.moto_server import moto_bucket, moto_server
-from tests.real_speech import jfk_utterances
-from transcriber import jobs, packed_run, packing
+from tests.support.speech import jfk_utterances
+from transcriber import jobs
 from transcriber.audio import SAMPLE_RATE, DecodedAudio, decode
-from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe
-from transcriber.ingest import scan
+from transcriber.ingest.scan import scan
+from transcriber.job_options import TranscribeOptions
+from transcriber.job_run import run_job
+from transcriber.packing import packed_jobs
+from transcriber.packing import plan as packing
 from transcriber.results import Segment, Word
 from transcriber.schema import AudioObject, Transcript, TranscriptionJob
+from transcriber.speech_model import ModelConfig, get_model, transcribe
 from transcriber.storage import s3_client
-from transcriber.worker import run_job
-
-__all__ = ["moto_bucket", "moto_server"]  # fixtures, used by name
 
 DATA = Path(__file__).parent / "data"
 TEXTS = [
@@ -455,7 +455,7 @@ def test_no_word_moves_between_real_and_synthetic_clips_packed_together(
     assert packed_with["clips/0-note.flac"] is not None, "the clips were not packed"
     # What each clip says run alone, with the same options: tiny.en hears "danced" in the
     # first note as "and", a word of JFK's; that is the note's own mistake, not a move.
-    loaded = get_model(EngineConfig.from_settings(packing_bucket))
+    loaded = get_model(ModelConfig.from_settings(packing_bucket))
     same = TranscribeOptions.from_settings(packing_bucket, hotwords=hotwords)
     alone = [
         _words(
@@ -506,7 +506,7 @@ def test_a_window_that_fails_runs_its_clips_one_by_one(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the window broke")
 
-    monkeypatch.setattr(packed_run, "run_windows", broken)
+    monkeypatch.setattr(packed_jobs, "run_windows", broken)
     ids = _queue(db, packing_bucket, _notes())
     assert _run(db, packing_bucket, next(iter(ids.values()))) == "succeeded"
     for job_id in ids.values():
@@ -529,7 +529,7 @@ def test_a_crash_mid_window_runs_every_clip_of_it_again_once_alone(
 
     ids = _queue(db, packing_bucket, _notes())
     with monkeypatch.context() as patch:
-        patch.setattr(packed_run, "run_windows", dies)
+        patch.setattr(packed_jobs, "run_windows", dies)
         with pytest.raises(_Died):
             _run(db, packing_bucket, next(iter(ids.values())))
     assert {_job(db, j).status for j in ids.values()} == {"running"}

@@ -24,9 +24,14 @@ def test_the_readme_has_runnable_blocks() -> None:
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.splitlines()[0][:40])
 def test_runnable_block(block: str, tmp_path: Path) -> None:
+    """Each block runs as in a new shell at the repository's root: the environment has no
+    TRANSCRIBER_ settings and no virtual environment on PATH (the block activates it)."""
     (tmp_path / "tests").symlink_to(ROOT / "tests")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSCRIBER_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    venv_bin = str(Path(sys.prefix) / "bin")
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block],
         cwd=tmp_path,

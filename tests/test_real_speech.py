@@ -2,8 +2,8 @@
 
 A facility's vocabulary, given as hotwords, once made tiny.en go on after the speech ("...
 for your country. Thank you. Thank you."). The public-domain JFK recording from the shared
-real-speech folder (tests/real_speech.py; never copied into the repository), uploaded as a
-note of the demo facility houston-bay, goes through the whole service with the default
+real-speech folder (tests/support/speech.py; never copied into the repository), uploaded as
+a note of the demo facility houston-bay, goes through the whole service with the default
 settings: moto S3 → SQS → watcher → Redis → Celery worker → PostgreSQL. Bare faster-whisper,
 the same model with ``beam_size=5`` and nothing else, transcribes the same file in this
 process; WER after Whisper's English normaliser.
@@ -11,47 +11,30 @@ process; WER after Whisper's English normaliser.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import jiwer
-import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import moto_server
-from tests.real_speech import JFK_TEXT
-from tests.service_stack import START, Service, running_service
+from tests.support.service import START, Service, service_fixture
+from tests.support.speech import JFK_TEXT
 from transcriber import demo_data
 from transcriber.config import Settings
-from transcriber.models import resolve
+from transcriber.model_files import resolve
 from transcriber.sensors import load_files
-
-__all__ = ["moto_server"]  # a fixture, used by name
 
 _normalise = EnglishTextNormalizer()
 
 
-@pytest.fixture(scope="module")
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
-    """The service with the demo facilities and their sensors loaded (a day of readings)."""
-    workdir = tmp_path_factory.mktemp("real-speech")
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=redis_server,
-        database_url=databases.postgresql(postgres_server),
-        workdir=workdir,
-    ) as stack:
-        demo = demo_data.write_csv(workdir / "demo", days=1, start=START - timedelta(hours=12))
-        load_files(stack.engine, list(demo.values()))
-        yield stack
+def _demo_facilities(stack: Service) -> None:
+    """The demo facilities and their sensors, with a day of readings."""
+    demo = demo_data.write_csv(stack.workdir / "demo", days=1, start=START - timedelta(hours=12))
+    load_files(stack.engine, list(demo.values()))
+
+
+# The service with the demo facilities and their sensors loaded.
+service = service_fixture("real-speech", setup=_demo_facilities)
 
 
 def _bare(path: Path) -> str:

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from tests.conftest import run_cli
+from tests.support.databases import run_cli
 from transcriber import demo_data
+from transcriber.errors import SensorDataError
 from transcriber.schema import Facility, Sensor, SensorReading
-from transcriber.sensors import SensorDataError, load_files
+from transcriber.sensors import load_files
 
 FACILITIES = "code,name,timezone,region\nplant-a,Plant A,America/Chicago,US\nplant-b,Plant B,,\n"
 SENSORS = (

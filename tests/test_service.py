@@ -8,7 +8,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,29 +15,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.conftest import DatabaseFactory
-from tests.moto_server import make_bucket, moto_server
-from tests.service_stack import DATA, START, Service, event_body, running_service
+from tests.support.moto import make_bucket
+from tests.support.service import DATA, START, Service, event_body, service_fixture
 from transcriber.storage import s3_client, sqs_client
 
-__all__ = ["moto_server"]  # a fixture, used by name
-
-
-@pytest.fixture(scope="module")
-def service(
-    moto_server: str,
-    redis_server: str,
-    postgres_server: str,
-    databases: DatabaseFactory,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Service]:
-    with running_service(
-        moto_endpoint=moto_server,
-        broker_url=redis_server,
-        database_url=databases.postgresql(postgres_server),
-        workdir=tmp_path_factory.mktemp("service"),
-    ) as stack:
-        yield stack
+service = service_fixture("service")
 
 
 def test_uploads_become_transcripts_joined_to_readings(service: Service) -> None:

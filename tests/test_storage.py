@@ -15,14 +15,19 @@ import botocore.utils
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.moto_server import free_port, moto_bucket, moto_server, versioned_bucket
-from transcriber.audio import AudioTooLarge, EmptyAudio
+from tests.support.moto import free_port
 from transcriber.config import Settings
-from transcriber.errors import PermanentError, StorageUnavailable, Superseded
-from transcriber.storage import (
-    ObjectInfo,
+from transcriber.errors import (
+    AudioTooLarge,
+    EmptyAudio,
+    PermanentError,
     StorageAccessDenied,
     StorageError,
+    StorageUnavailable,
+    Superseded,
+)
+from transcriber.storage import (
+    ObjectInfo,
     _parse_timestamp,
     decode_header_value,
     download,
@@ -34,8 +39,6 @@ from transcriber.storage import (
     sqs_client,
     storage_error,
 )
-
-__all__ = ["moto_bucket", "moto_server", "versioned_bucket"]  # fixtures, used by name
 
 HOSTILE_KEYS = [
     "plant 1/PT 1/voice note.wav",

@@ -14,10 +14,11 @@ import webvtt
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from tests.conftest import create_job, run_cli
+from tests.support.databases import create_job, run_cli
 from transcriber.config import Settings
-from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe_file
-from transcriber.normalize import save_transcription
+from transcriber.job_options import TranscribeOptions
+from transcriber.speech_model import ModelConfig, get_model, transcribe_file
+from transcriber.transcripts import save_transcription
 
 DATA = Path(__file__).parent / "data"
 # The project must never need the network: this runs the CLI with every connection refused.
@@ -113,7 +114,7 @@ def test_export_a_stored_transcript_as_srt(
     result = transcribe_file(
         DATA / "speech_48k_mono.flac",
         TranscribeOptions.from_settings(settings),
-        get_model(EngineConfig.from_settings(settings)),
+        get_model(ModelConfig.from_settings(settings)),
         settings,
     )
     job_id = create_job(db, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), key="k.flac")

@@ -32,7 +32,14 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from transcriber.errors import PermanentError
+from transcriber.errors import (
+    AudioError,
+    AudioTooLarge,
+    AudioTooLong,
+    CorruptAudio,
+    EmptyAudio,
+    UnsupportedAudio,
+)
 
 SAMPLE_RATE = 16_000
 
@@ -76,32 +83,6 @@ _SIGNATURES: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...] = (
     ("a WebM/Matroska", ((0, b"\x1a\x45\xdf\xa3"),)),
     ("an AIFF", ((0, b"FORM"), (8, b"AIF"))),
 )
-
-
-class AudioError(PermanentError):
-    """Audio that can never be transcribed: retrying will not help."""
-
-    category = "bad_audio"
-
-
-class EmptyAudio(AudioError):
-    category = "empty"
-
-
-class UnsupportedAudio(AudioError):
-    category = "unsupported"
-
-
-class CorruptAudio(AudioError):
-    category = "corrupt"
-
-
-class AudioTooLong(AudioError):
-    category = "too_long"
-
-
-class AudioTooLarge(AudioError):
-    category = "too_large"
 
 
 Samples = npt.NDArray[np.float32]

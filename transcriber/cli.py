@@ -4,59 +4,27 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.orm import Session
 
-from transcriber import __version__
+from transcriber import __version__, demo_data, jobs, migrate
+from transcriber.clock import as_utc
+from transcriber.config import get_settings, redact_url
+from transcriber.console import byte_progress, count_progress, err, friendly_errors
+from transcriber.errors import TranscriberError
+from transcriber.export import FORMATS, render, to_json_dict
+from transcriber.migrate import migrated_engine
+from transcriber.sensors import load_files
+from transcriber.transcripts import load_transcription
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-err = Console(stderr=True)
-
-
-def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a user can cause (bad settings, no database, bad files) into one
-    clear line and exit status 1, instead of a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from sqlalchemy.exc import OperationalError
-
-        from transcriber.config import get_settings, redact_url
-        from transcriber.errors import TranscriberError
-        from transcriber.migrate import NotMigrated
-        from transcriber.sensors import SensorDataError
-
-        try:
-            return func(*args, **kwargs)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"TRANSCRIBER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise click.ClickException(f"invalid settings: {problems}") from exc
-        except OperationalError as exc:
-            url = redact_url(get_settings().database_url)
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise click.ClickException(f"cannot use the database {url}: {reason}") from exc
-        except NotMigrated as exc:
-            raise click.ClickException(str(exc)) from exc
-        except SensorDataError as exc:
-            raise click.ClickException(f"{exc}. Nothing was loaded.") from exc
-        except TranscriberError as exc:
-            raise click.ClickException(f"{exc} ({exc.category})") from exc
-
-    return wrapper
+# What loads numpy, PyAV, faster-whisper, boto3, Celery or moto is imported by the commands
+# that use it, so that `transcriber --help` or `transcriber db upgrade` starts at once.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +49,6 @@ def db() -> None:
 @friendly_errors
 def db_upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
-    from transcriber import migrate
-    from transcriber.config import get_settings, redact_url
 
     url = get_settings().database_url
     migrate.upgrade(url, revision)
@@ -94,8 +60,6 @@ def db_upgrade(revision: str) -> None:
 @friendly_errors
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION; 'base' removes every table and view."""
-    from transcriber import migrate
-    from transcriber.config import get_settings, redact_url
 
     url = get_settings().database_url
     migrate.downgrade(url, revision)
@@ -107,8 +71,6 @@ def db_downgrade(revision: str) -> None:
 @friendly_errors
 def db_current() -> None:
     """Print the database's revision, and whether it is the newest."""
-    from transcriber import migrate
-    from transcriber.config import get_settings
 
     url = get_settings().database_url
     current = migrate.current_revision(url)
@@ -125,26 +87,11 @@ def sensors() -> None:
     """Load facilities, sensors and readings (the data transcripts join to)."""
 
 
-@contextmanager
-def _byte_progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-
-
 def _load(paths: list[Path]) -> None:
-    from transcriber.migrate import migrated_engine
-    from transcriber.sensors import load_files
 
     engine = migrated_engine()
     started = time.perf_counter()
-    with _byte_progress(sum(p.stat().st_size for p in paths), "loading") as advance:
+    with byte_progress(sum(p.stat().st_size for p in paths), "loading") as advance:
         result = load_files(engine, paths, advance)
     err.print(
         f"loaded {result.facilities:,} facilities, {result.sensors:,} sensors and "
@@ -198,7 +145,6 @@ def _parse_start(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
 def sensors_demo_data(days: int, start: datetime | None, seed: int, out: Path | None) -> None:
     """Generate a synthetic data set: 3 facilities, 20 sensors, minute readings with daily
     cycles, noise and a few anomalies; load it (or write it with --out)."""
-    from transcriber import demo_data
 
     start = start or demo_data.default_start(days)
     with tempfile.TemporaryDirectory(prefix="transcriber-demo-") as scratch:
@@ -216,7 +162,7 @@ def sensors_demo_data(days: int, start: datetime | None, seed: int, out: Path | 
 
 # --- transcription ------------------------------------------------------------------------
 
-_FORMAT_CHOICE = click.Choice(["txt", "srt", "vtt", "json", "tsv"])
+_FORMAT_CHOICE = click.Choice(FORMATS)
 
 
 @main.command("transcribe")
@@ -254,10 +200,8 @@ def transcribe_files(
     """
     import json
 
-    from transcriber.config import get_settings
-    from transcriber.engine import EngineConfig, TranscribeOptions, get_model, transcribe_file
-    from transcriber.errors import TranscriberError
-    from transcriber.export import render, to_json_dict
+    from transcriber.job_options import TranscribeOptions
+    from transcriber.speech_model import ModelConfig, get_model, transcribe_file
 
     settings = get_settings()
     overrides = {"model": model} if model else {}
@@ -269,18 +213,12 @@ def transcribe_files(
     if language is not None:
         option_overrides["language"] = language or None
     options = TranscribeOptions.from_settings(settings, **option_overrides)
-    loaded = get_model(EngineConfig.from_settings(settings))
+    loaded = get_model(ModelConfig.from_settings(settings))
     entries: list[dict[str, Any]] = []
     failures = 0
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("transcribing", total=len(files))
+    with count_progress("transcribing", total=len(files)) as counter:
         for path in files:
-            progress.update(task, description=f"transcribing {path.name}")
+            counter.describe(f"transcribing {path.name}")
             try:
                 result = transcribe_file(path, options, loaded, settings)
             except TranscriberError as exc:
@@ -300,7 +238,7 @@ def transcribe_files(
                 else:
                     text = render(result, fmt, words=words)  # type: ignore[arg-type]
                     _emit(path, fmt, text, output_dir, many=len(files) > 1)
-            progress.advance(task)
+            counter.advance()
     if fmt == "json":
         document = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
         if output_dir:
@@ -330,11 +268,6 @@ def _emit(path: Path, fmt: str, text: str, output_dir: Path | None, *, many: boo
 @friendly_errors
 def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
     """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv."""
-    from sqlalchemy.orm import Session
-
-    from transcriber.export import render
-    from transcriber.migrate import migrated_engine
-    from transcriber.normalize import load_transcription
 
     with Session(migrated_engine()) as session:
         result = load_transcription(session, job_id)
@@ -374,10 +307,7 @@ def watch(wait: int) -> None:
     import signal
     import threading
 
-    from transcriber import jobs
-    from transcriber.config import get_settings
-    from transcriber.migrate import migrated_engine
-    from transcriber.watch import Watcher
+    from transcriber.ingest.watch import Watcher
 
     settings = get_settings()
     if not settings.sqs_queue_url:
@@ -412,23 +342,19 @@ def watch(wait: int) -> None:
 def scan_bucket(prefix: str | None) -> None:
     """Register every object of the bucket not yet known (events that were missed); safe
     to run any time, as often as wanted."""
-    from transcriber.config import get_settings
-    from transcriber.ingest import scan
-    from transcriber.migrate import migrated_engine
+    from transcriber.ingest.scan import scan
     from transcriber.storage import s3_client
 
     settings = get_settings()
     engine = migrated_engine()
-    columns = (TextColumn("{task.description}"), TextColumn("{task.completed:,} listed"))
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task(f"scanning s3://{settings.s3_bucket}", total=None)
+    with count_progress(f"scanning s3://{settings.s3_bucket}", None, "listed") as counter:
         result = scan(
             s3_client(settings),
             engine,
             settings,
             _publisher(),
             prefix=prefix,
-            progress=lambda n: progress.advance(task, n),
+            progress=counter.advance,
         )
     err.print(
         f"listed {result.listed:,} objects; registered {result.registered:,} new; "
@@ -514,10 +440,8 @@ def put(
 ) -> None:
     """Upload audio FILES to the configured bucket with facility, sensor and time metadata
     (key: S3_PREFIX/FACILITY/SENSOR/FILE); works against AWS S3 as well."""
-    from datetime import UTC, datetime
 
     from transcriber import storage
-    from transcriber.config import get_settings
 
     settings = get_settings()
     metadata = {k: v for k, v in (("facility", facility), ("sensor", sensor)) if v}
@@ -528,7 +452,7 @@ def put(
             raise click.BadParameter(
                 f"{recorded_at!r} is not ISO 8601", param_hint="--recorded-at"
             ) from exc
-        metadata["recorded-at"] = (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+        metadata["recorded-at"] = as_utc(when).isoformat()
     client = storage.s3_client(settings)
     folder = "/".join(part for part in (facility, sensor) if part)
     for path in files:
@@ -548,7 +472,6 @@ def sql(query: str, limit: int) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from transcriber.config import get_settings
     from transcriber.db import read_only_engine
 
     engine = read_only_engine(get_settings().database_url)

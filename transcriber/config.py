@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     """The sweeper publishes a queued job again when no worker started it for this long."""
 
     sweep_interval_seconds: int = Field(default=60, ge=1)
-    """How often ``transcriber watch`` runs the sweeper (and ``scan --every``)."""
+    """How often ``transcriber watch`` runs the sweeper."""
 
     @model_validator(mode="after")
     def _check_visibility_timeout(self) -> Settings:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from transcriber.clock import as_utc, utc_now
+
 
 @dataclass(frozen=True)
 class DemoFacility:
@@ -113,7 +115,7 @@ ANOMALIES = (
 
 def default_start(days: int, now: datetime | None = None) -> datetime:
     """UTC midnight ``days - 1`` days ago, so the data runs up to the end of today."""
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    today = as_utc(now or utc_now()).date()
     first = today - timedelta(days=days - 1)
     return datetime(first.year, first.month, first.day, tzinfo=UTC)
 

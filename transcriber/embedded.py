@@ -25,7 +25,8 @@ from typing import Any
 
 from transcriber import migrate
 from transcriber.config import Settings
-from transcriber.errors import PermanentError
+from transcriber.errors import EmbeddedUnavailable
+from transcriber.storage import create_notified_bucket
 
 # Fake credentials for the emulator; boto3's chain finds them in the environment.
 _EMULATOR_CREDENTIALS = {
@@ -35,10 +36,6 @@ _EMULATOR_CREDENTIALS = {
 }
 DEFAULT_S3_PORT = 5011
 DEFAULT_REDIS_PORT = 6399
-
-
-class EmbeddedUnavailable(PermanentError):
-    category = "embedded"
 
 
 def _port(preferred: int) -> int:
@@ -92,8 +89,6 @@ class EmbeddedStack:
             sweep_interval_seconds=10,
             requeue_after_seconds=60,
         )
-        from transcriber.storage import create_notified_bucket
-
         queue_url = create_notified_bucket(settings, versioning=True)
         self.settings = settings.model_copy(update={"sqs_queue_url": queue_url})
         migrate.upgrade(self.settings.database_url)

@@ -17,12 +17,12 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from transcriber.results import Segment, Transcription, Word
 
 ExportFormat = Literal["srt", "vtt", "json", "txt", "tsv"]
-FORMATS: Final[tuple[ExportFormat, ...]] = ("srt", "vtt", "json", "txt", "tsv")
+FORMATS: Final[tuple[ExportFormat, ...]] = get_args(ExportFormat)
 
 # Two or more dashes before ">" would read as a cue timing arrow in SRT and WebVTT. The whole
 # run is replaced, not just "-->", because replacing only the last three characters of

@@ -105,7 +105,7 @@ def whisper_model() -> type[Any]:
     (see the module). Built on first use: importing faster-whisper is heavy.
 
     It overrides a private method, ``_split_segments_by_timestamps`` (faster-whisper 1.1 and
-    1.2; tests/test_hallucinations.py fails with a clear message when it changes), the one
+    1.2; tests/test_faster_whisper_contract.py fails with a clear message when it changes), the one
     place that decides where the next window starts. The batched pipeline (on a GPU) ignores
     what it returns, so there only :func:`drop_trailing` applies. With the VAD off
     (``TRANSCRIBER_VAD_FILTER=false``) the remainder is not padding but the audio's own end:
@@ -115,7 +115,7 @@ def whisper_model() -> type[Any]:
 
     class SpeechEndWhisperModel(WhisperModel):  # type: ignore[misc]
         # Whether the last decoding of this thread stopped on its own (the model's end of
-        # text) rather than at the length limit; per thread, as transcriber.lockstep runs
+        # text) rather than at the length limit; per thread, as transcriber.packing.lockstep runs
         # several windows through one model in threads of their own.
         _decoded = threading.local()
 

@@ -1,5 +1,5 @@
-"""The steps of running a job, shared by a job run alone (:mod:`transcriber.worker`) and by
-jobs run together in packed windows (:mod:`transcriber.packed_run`): fetch the audio, save
+"""The steps of running a job, shared by a job run alone (:mod:`transcriber.job_run`) and by
+jobs run together in packed windows (:mod:`transcriber.packing.packed_jobs`): fetch the audio, save
 the transcript, and record on the job what an error means."""
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ from sqlalchemy.orm import Session
 from transcriber import jobs, storage
 from transcriber.audio import DecodedAudio, decode
 from transcriber.config import Settings
-from transcriber.engine import TranscribeOptions
-from transcriber.errors import DatabaseUnavailable, PermanentError, Superseded, TransientError
-from transcriber.ingest import place_downloaded
-from transcriber.normalize import options_for_audio, save_transcription
+from transcriber.errors import (
+    DatabaseUnavailable,
+    LeaseLost,
+    PermanentError,
+    Superseded,
+    TransientError,
+)
+from transcriber.job_options import TranscribeOptions, options_for_audio
+from transcriber.placement import place_downloaded
 from transcriber.results import Transcription
 from transcriber.schema import AudioObject
+from transcriber.transcripts import save_transcription
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +88,7 @@ def record_audio_facts(session: Session, fetched: Fetched) -> None:
 
 def save(engine: Engine, fetched: Fetched, result: Transcription) -> None:
     """One transaction: transcript, segments, words, audio facts, job succeeded (raises
-    :class:`jobs.LeaseLost`, writing nothing, when the lease was taken over)."""
+    :class:`~transcriber.errors.LeaseLost`, writing nothing, when the lease was taken over)."""
     lease = fetched.lease
     with Session(engine) as session, session.begin():
         save_transcription(session, lease.job_id, result)
@@ -120,7 +126,7 @@ def settle(
         log.warning("job %s failed (%s): %s", job_id, exc.category, exc)
         jobs.fail(engine, lease, exc.category, str(exc))
         return "failed"
-    if isinstance(exc, jobs.LeaseLost):
+    if isinstance(exc, LeaseLost):
         log.warning("job %s: lease lost to another worker; result discarded", job_id)
         return "skipped"
     if isinstance(exc, TransientError):

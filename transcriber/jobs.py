@@ -21,14 +21,16 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from transcriber.clock import as_utc, utc_now
 from transcriber.config import Settings
-from transcriber.schema import TranscriptionJob
+from transcriber.errors import LeaseLost
+from transcriber.schema import JOB_STATUSES, AudioObject, TranscriptionJob
 
 # A lease lasts a minute and the worker renews it every 15 s while the job runs (see
 # keep_lease), so a job whose worker died, hung on a dead database connection or lost its
@@ -41,10 +43,6 @@ MAX_ERROR_MESSAGE = 2000
 Publish = Callable[[Sequence[int]], None]
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(RuntimeError):
-    """Another worker took the job over; this one must not write its result."""
 
 
 @dataclass(frozen=True)
@@ -60,16 +58,13 @@ def new_owner() -> str:
     return f"{socket.gethostname()[:200]}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _owner_is_dead(owner: str | None) -> bool:
     """True when ``owner`` was a process on this host that no longer runs.
 
     A worker child killed with SIGKILL leaves its job ``running`` until the lease expires;
     the task message comes back at once (acks late, reject on worker lost), and the next
-    worker on the same host can see that the holder is gone instead of waiting an hour.
+    worker on the same host can see that the holder is gone instead of waiting for the
+    lease to expire (``LEASE_SECONDS``).
     """
     if not owner or owner.count("/") < 2:
         return False
@@ -89,7 +84,7 @@ def acquire(engine: Engine, job_id: int, owner: str, settings: Settings) -> Leas
     """Take the lease on job ``job_id``, or return None when it is not ours to run (done,
     superseded, failed, or held by a live worker). Fails the job once it has had
     ``MAX_ATTEMPTS`` attempts."""
-    now = _now()
+    now = utc_now()
     expires = now + timedelta(seconds=LEASE_SECONDS)
     table = TranscriptionJob
     takeable = (table.status == "queued") | (
@@ -156,7 +151,7 @@ def _finish(
         .where(TranscriptionJob.id == job_id, TranscriptionJob.lease_owner == owner)
         .values(
             status=status,
-            finished_at=_now() if status != "queued" else None,
+            finished_at=utc_now() if status != "queued" else None,
             lease_owner=None,
             lease_expires_at=None,
             error_category=category,
@@ -177,7 +172,7 @@ def renew(engine: Engine, lease: Lease) -> bool:
                 TranscriptionJob.lease_owner == lease.owner,
                 TranscriptionJob.status == "running",
             )
-            .values(lease_expires_at=_now() + timedelta(seconds=LEASE_SECONDS))
+            .values(lease_expires_at=utc_now() + timedelta(seconds=LEASE_SECONDS))
         )
         return bool(result.rowcount)
 
@@ -230,9 +225,7 @@ def claim(
     at most ``max_bytes``, and not known to be longer than ``max_seconds``, are taken; oldest
     first. Jobs another worker is claiming at the same moment are skipped, not waited for.
     """
-    from transcriber.schema import AudioObject
-
-    now = _now()
+    now = utc_now()
     table = TranscriptionJob
     first_attempt = (table.status == "queued") & (table.attempts == 0)
     candidates = (
@@ -313,7 +306,7 @@ def release(engine: Engine, lease: Lease, category: str, message: str) -> None:
         conn.execute(
             update(TranscriptionJob)
             .where(TranscriptionJob.id == lease.job_id, TranscriptionJob.status == "queued")
-            .values(queued_at=_now())
+            .values(queued_at=utc_now())
         )
 
 
@@ -366,7 +359,7 @@ def retry(
                 .values(
                     status="queued",
                     attempts=0,
-                    queued_at=_now(),
+                    queued_at=utc_now(),
                     started_at=None,
                     finished_at=None,
                     error_category=None,
@@ -383,7 +376,7 @@ def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
     ``REQUEUE_AFTER_SECONDS`` without a worker starting them, and ``running`` with an expired
     lease or held by a process of this host that no longer runs (their worker died).
     Publishing twice is harmless: only one worker gets the lease."""
-    now = _now()
+    now = utc_now()
     table = TranscriptionJob
     stale = (table.status == "queued") & (
         table.queued_at < now - timedelta(seconds=settings.requeue_after_seconds)
@@ -427,11 +420,8 @@ def status(engine: Engine) -> QueueStatus:
             select(func.min(table.queued_at)).where(table.status == "queued")
         ).scalar()
     if isinstance(oldest, str):  # SQLite's aggregate comes back as the stored text
-        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
-    return QueueStatus({s: counts.get(s, 0) for s in _STATUSES}, oldest)
-
-
-_STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
+        oldest = as_utc(datetime.fromisoformat(oldest))
+    return QueueStatus({s: counts.get(s, 0) for s in JOB_STATUSES}, oldest)
 
 
 @dataclass(frozen=True)
@@ -448,8 +438,6 @@ class JobSummary:
 
 def list_jobs(engine: Engine, status: str | None = None, limit: int = 50) -> list[JobSummary]:
     """The newest jobs (of one status), with their object keys."""
-    from transcriber.schema import AudioObject
-
     table = TranscriptionJob
     query = (
         select(
@@ -470,3 +458,19 @@ def list_jobs(engine: Engine, status: str | None = None, limit: int = 50) -> lis
         query = query.where(table.status == status)
     with Session(engine) as session:
         return [JobSummary(*row) for row in session.execute(query)]
+
+
+def publish_after_commit(publish: Publish, job_ids: Sequence[int]) -> None:
+    """Hand committed job ids to ``publish``; a failure is logged, not raised, because the
+    jobs are safe in the database and the sweeper publishes queued jobs again."""
+    if not job_ids:
+        return
+    try:
+        publish(job_ids)
+    except Exception:
+        log.warning(
+            "could not publish %d new job(s) %s; the sweeper will publish them later",
+            len(job_ids),
+            list(job_ids)[:20],
+            exc_info=True,
+        )

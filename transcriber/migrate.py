@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from transcriber.db import make_engine
+from transcriber.db import get_engine, make_engine
+from transcriber.errors import NotMigrated
 
 # Objects the migrations create by hand on one dialect and the models do not describe;
 # autogenerate must neither report nor drop them.
@@ -71,10 +72,6 @@ def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
-class NotMigrated(RuntimeError):
-    """The database schema is missing or older than this code."""
-
-
 def require_migrated(engine: Engine) -> None:
     """Raise :class:`NotMigrated`, with the command that fixes it, unless the schema is current."""
     with engine.connect() as connection:
@@ -88,8 +85,6 @@ def require_migrated(engine: Engine) -> None:
 
 def migrated_engine() -> Engine:
     """The configured database's shared engine, once its schema is known to be current."""
-    from transcriber.db import get_engine
-
     engine = get_engine()
     require_migrated(engine)
     return engine

@@ -1,6 +1,6 @@
 """Our own result types between faster-whisper and everything downstream (SQL, exports).
 
-faster-whisper yields its segments lazily from a generator; :mod:`transcriber.engine` consumes
+faster-whisper yields its segments lazily from a generator; :mod:`transcriber.speech_model` consumes
 that generator in one place and hands out these frozen dataclasses, so nothing else depends
 on faster-whisper's types or on when its generator runs.
 """

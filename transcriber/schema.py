@@ -9,8 +9,8 @@ the migrations alone (``migrations/versions``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -32,8 +32,19 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
-RECORDED_AT_SOURCES = ("metadata", "key", "last_modified")
+from transcriber.clock import as_utc
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "superseded"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+# Where an object's recording time came from (transcriber.placement).
+RecordedAtSource = Literal["metadata", "key", "last_modified"]
+RECORDED_AT_SOURCES: tuple[RecordedAtSource, ...] = get_args(RecordedAtSource)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK constraint's text: ``column`` holds one of ``values``."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
 
 # Deterministic constraint names, so that migrations can drop and alter them by name on
 # both dialects (SQLite has no ALTER for unnamed constraints).
@@ -61,9 +72,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -71,9 +80,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return as_utc(value)
 
 
 # JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
@@ -150,7 +157,7 @@ class AudioObject(Base):
     __table_args__ = (
         UniqueConstraint("bucket", "key", "version_id", "etag"),
         CheckConstraint(
-            "recorded_at_source IN ('metadata', 'key', 'last_modified')", name="recorded_at_source"
+            _one_of("recorded_at_source", RECORDED_AT_SOURCES), name="recorded_at_source"
         ),
         Index(None, "facility_id", "recorded_at"),
     )
@@ -186,9 +193,7 @@ class TranscriptionJob(Base):
 
     __tablename__ = "transcription_jobs"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed', 'superseded')", name="status"
-        ),
+        CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         Index(None, "status", "queued_at"),
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from transcriber.codes import CODE
+from transcriber.errors import SensorDataError
 from transcriber.schema import Facility, Sensor
 
 FileKind = Literal["facilities", "sensors", "readings"]
@@ -45,23 +46,12 @@ COLUMNS: dict[FileKind, tuple[frozenset[str], frozenset[str]]] = {
 }
 LOAD_ORDER: tuple[FileKind, ...] = ("facilities", "sensors", "readings")
 
-_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _BATCH_ROWS = 10_000
 _PROGRESS_BYTES = 1 << 20
 # SQLite stores timestamps as UTC text in exactly this shape (see schema.UTCDateTime).
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
 
 Progress = Callable[[int], None]
-
-
-class SensorDataError(ValueError):
-    """A CSV file that cannot be loaded; names the file and line."""
-
-    def __init__(self, path: Path, line: int | None, message: str) -> None:
-        where = f"{path.name}, line {line}" if line else path.name
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
 
 
 @dataclass(frozen=True)
@@ -185,7 +175,7 @@ def _table(
 
 def _code(path: Path, line: int, row: dict[str, str], column: str) -> str:
     value = row[column]
-    if not _CODE.fullmatch(value):
+    if not CODE.fullmatch(value):
         raise SensorDataError(
             path,
             line,

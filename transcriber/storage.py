@@ -30,7 +30,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,9 +48,17 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from transcriber.audio import AudioTooLarge, check_size
+from transcriber.audio import check_size
+from transcriber.clock import as_utc
 from transcriber.config import Settings
-from transcriber.errors import PermanentError, StorageUnavailable, Superseded, TranscriberError
+from transcriber.errors import (
+    AudioTooLarge,
+    StorageAccessDenied,
+    StorageError,
+    StorageUnavailable,
+    Superseded,
+    TranscriberError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -116,26 +124,6 @@ _DENIED = frozenset(
 # boto3 raises these before any request leaves: no credentials anywhere in the chain.
 _NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError)
 _SQS_HOST = re.compile(r"^sqs[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
-
-
-class StorageError(PermanentError):
-    """S3 refused the request in a way that asking again will not change."""
-
-    category = "storage_error"
-
-
-class StorageAccessDenied(StorageError):
-    """The credentials may not read (or write) the object.
-
-    Permanent, not transient: a missing IAM or KMS permission does not fix itself within a
-    task's retry window, and retrying only burns the job's attempts on the same answer. The
-    job fails at once with ``error_category='access_denied'``; once the policy is fixed,
-    ``celery -A workers transcriber retry --failed`` runs it again. (S3 also answers 403
-    instead of 404 for a missing key when the caller lacks ``s3:ListBucket``, which is a
-    permanent condition as well.)
-    """
-
-    category = "access_denied"
 
 
 @dataclass(frozen=True)
@@ -307,9 +295,9 @@ def iter_objects(client: S3Client, bucket: str, prefix: str = "") -> Iterator[Li
             for entry in page.get("Contents", []):
                 yield ListedObject(
                     key=entry["Key"],
-                    etag=_unquote_etag(entry.get("ETag", "")),
+                    etag=unquote_etag(entry.get("ETag", "")),
                     size_bytes=entry.get("Size", 0),
-                    last_modified=_utc(entry["LastModified"]),
+                    last_modified=as_utc(entry["LastModified"]),
                 )
     except (ClientError, BotoCoreError) as exc:
         raise storage_error(exc, f"listing s3://{bucket}/{prefix}") from exc
@@ -328,10 +316,10 @@ def iter_current_versions(
                 if entry.get("IsLatest"):
                     yield ListedObject(
                         key=entry["Key"],
-                        etag=_unquote_etag(entry.get("ETag", "")),
+                        etag=unquote_etag(entry.get("ETag", "")),
                         size_bytes=entry.get("Size", 0),
-                        last_modified=_utc(entry["LastModified"]),
-                        version_id=_version_id(entry.get("VersionId")),
+                        last_modified=as_utc(entry["LastModified"]),
+                        version_id=plain_version_id(entry.get("VersionId")),
                     )
     except (ClientError, BotoCoreError) as exc:
         raise storage_error(exc, f"listing the versions of s3://{bucket}/{prefix}") from exc
@@ -422,7 +410,7 @@ def put(
             )
     except (ClientError, BotoCoreError) as exc:
         raise storage_error(exc, f"uploading to s3://{bucket}/{key}") from exc
-    info = head(client, bucket, key, _version_id(response.get("VersionId")) or None)
+    info = head(client, bucket, key, plain_version_id(response.get("VersionId")) or None)
     if info is None:
         raise Superseded(f"s3://{bucket}/{key} was deleted right after it was uploaded")
     return info
@@ -476,11 +464,11 @@ def _object_info(bucket: str, key: str, response: HeadObjectOutputTypeDef) -> Ob
     return ObjectInfo(
         bucket=bucket,
         key=key,
-        version_id=_version_id(response.get("VersionId")),
-        etag=_unquote_etag(response.get("ETag", "")),
+        version_id=plain_version_id(response.get("VersionId")),
+        etag=unquote_etag(response.get("ETag", "")),
         size_bytes=int(response.get("ContentLength", 0)),
         content_type=response.get("ContentType"),
-        last_modified=_utc(response["LastModified"]),
+        last_modified=as_utc(response["LastModified"]),
         metadata=_user_metadata(response),
     )
 
@@ -492,18 +480,16 @@ def _user_metadata(response: HeadObjectOutputTypeDef | GetObjectOutputTypeDef) -
     }
 
 
-def _version_id(value: str | None) -> str:
+def plain_version_id(value: str | None) -> str:
+    """A version id as recorded: ``""`` for none."""
     # S3 reports objects written before versioning was enabled (or while it is suspended)
     # as version "null", which means the same as no version at all.
     return "" if not value or value == "null" else value
 
 
-def _unquote_etag(etag: str) -> str:
+def unquote_etag(etag: str) -> str:
+    """An ETag as recorded: without the quotes S3 puts around it."""
     return etag.strip().strip('"')
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _encode_header_value(value: str) -> str:

@@ -1,8 +1,8 @@
 """The Celery app and its configuration, and nothing else.
 
-Each setting here carries one of the reliability promises (ARCHITECTURE.md): the database
-owns job state, so the broker only has to deliver a job id at least once, and a task that is
-lost with its worker must come back.
+Each setting here carries one of the reliability promises (docs/architecture.md,
+"Reliability"): the database owns job state, so the broker only has to deliver a job id at
+least once, and a task that is lost with its worker must come back.
 """
 
 from __future__ import annotations

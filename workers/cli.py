@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
-from transcriber.cli import friendly_errors
+from transcriber.clock import as_utc, utc_now
+from transcriber.config import get_settings
+from transcriber.console import friendly_errors
+from transcriber.jobs import list_jobs, retry, status
 from transcriber.migrate import migrated_engine
-
-STATUSES = ("queued", "running", "succeeded", "failed", "superseded")
+from transcriber.schema import JOB_STATUSES
 
 
 def _when(value: datetime | None) -> str:
@@ -27,13 +29,11 @@ def transcriber() -> None:
 
 
 @transcriber.command("jobs")
-@click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this state.")
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @friendly_errors
 def jobs_command(status: str | None, limit: int) -> None:
     """The newest jobs, with their state, attempts and error."""
-    from transcriber.jobs import list_jobs
-
     rows = list_jobs(migrated_engine(), status, limit)
     if not rows:
         click.echo("no jobs" + (f" with status {status}" if status else ""))
@@ -63,7 +63,8 @@ def retry_command(
     job_ids: tuple[int, ...], failed: bool, error_category: str | None, since: str | None
 ) -> None:
     """Queue failed jobs again, with a fresh attempt count. Succeeded jobs are left alone."""
-    from transcriber.jobs import retry
+    # Celery loads this module for every `celery` command (an entry point); the app and its
+    # settings are loaded only by the commands that publish.
     from workers.tasks import publish
 
     if not job_ids and not failed:
@@ -76,7 +77,7 @@ def retry_command(
             after = datetime.fromisoformat(since)
         except ValueError as exc:
             raise click.BadParameter(f"{since!r} is not ISO 8601", param_hint="--since") from exc
-        after = after if after.tzinfo else after.replace(tzinfo=UTC)
+        after = as_utc(after)
     result = retry(migrated_engine(), job_ids, failed=failed, category=error_category, since=after)
     publish(result.requeued)
     for job_id in result.requeued:
@@ -92,16 +93,13 @@ def retry_command(
 @friendly_errors
 def status_command(ctx: click.Context) -> None:
     """Jobs per state, messages waiting in the queue, and the age of the oldest queued job."""
-    from transcriber.config import get_settings
-    from transcriber.jobs import status
-
     summary = status(migrated_engine())
-    for name in STATUSES:
+    for name in JOB_STATUSES:
         click.echo(f"{name:<11} {summary.counts[name]:>8}")
     queue = get_settings().queue
     click.echo(f"{'queue':<11} {_queue_depth(ctx, queue):>8}  (messages in {queue!r})")
     if summary.oldest_queued_at:
-        age = datetime.now(UTC) - summary.oldest_queued_at
+        age = utc_now() - summary.oldest_queued_at
         click.echo(f"oldest queued job waiting {int(age.total_seconds())} s")
 
 

@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from transcriber.config import get_settings
 from transcriber.errors import TransientError
-from transcriber.worker import Outcome, run_job
+from transcriber.job_run import Outcome, run_job
 from workers.app import app
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
     max_retries=get_settings().max_attempts,
     acks_late=True,
 )
-def transcribe(self: object, job_id: int | str) -> Outcome | str:
+def transcribe(self: object, job_id: int | str) -> Outcome | None:
     """Transcribe job ``job_id`` (an id: the job's details live in the database)."""
     try:
         number = int(job_id)
     except (TypeError, ValueError):
+        # No job to record the failure on: the message is dropped (acknowledged, never
+        # retried), and the log says so.
         log.error("transcribe: %r is not a job id; message dropped", job_id)
-        return "invalid"
+        return None
     settings = get_settings()
     return run_job(
         number,

@@ -4,7 +4,7 @@ way, and time, all measured side by side in one process.
 
 Corpora:
 
-- **real**: every recording of the real-speech folders (tests/real_speech.py: JFK from the
+- **real**: every recording of the real-speech folders (tests/support/speech.py: JFK from the
   shared data, plus ``BENCH_REAL_SPEECH``), human speech with reference texts;
 - **terms**: notes that name houston-bay's sensors (flite and espeak-ng, corpus.term_notes);
 - **plain**: operator notes that name none of them (flite, corpus.spoken_notes).
@@ -22,7 +22,7 @@ default gives it the facility's vocabulary as hotwords. The variants:
   initial prompt instead of hotwords.
 
 Packing: every clip short enough to share a window runs packed (as the worker packs them:
-transcriber.packed_run.clip_segments) and is compared with the same clips run alone. WER is
+transcriber.packing.packed_jobs.clip_segments) and is compared with the same clips run alone. WER is
 jiwer's, after Whisper's English text normaliser on both sides (numbers as digits, spelling
 unified, no punctuation).
 """
@@ -41,11 +41,15 @@ from unittest import mock
 import jiwer
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from tests import real_speech
 from tests.bench.corpus import TERMS_FACILITY, spoken_notes, term_notes, terms_vocabulary
-from transcriber import engine, hallucinations, packed_run, packing
+from tests.support import speech as real_speech
+from transcriber import hallucinations, speech_model
 from transcriber.audio import DecodedAudio, decode
 from transcriber.config import Settings
+from transcriber.job_options import TranscribeOptions
+from transcriber.packing import packed_jobs
+from transcriber.packing import plan as packing
+from transcriber.packing.windows import run_windows, speech
 from transcriber.results import Segment
 
 THREADS = 2
@@ -111,7 +115,7 @@ def _nothing_dropped() -> Iterator[None]:
 
 
 @contextmanager
-def _plain_loop(loaded: engine.LoadedModel) -> Iterator[None]:
+def _plain_loop(loaded: speech_model.LoadedModel) -> Iterator[None]:
     """faster-whisper's own loop, which decodes the padding after the speech too (the
     service's model is its subclass, :func:`transcriber.hallucinations.whisper_model`)."""
     from faster_whisper import WhisperModel
@@ -124,7 +128,7 @@ def _plain_loop(loaded: engine.LoadedModel) -> Iterator[None]:
         loaded.whisper.__class__ = ours
 
 
-def _bare(loaded: engine.LoadedModel, items: list[Item]) -> Decoded:
+def _bare(loaded: speech_model.LoadedModel, items: list[Item]) -> Decoded:
     """faster-whisper itself: its own class and loop, its defaults (no VAD, no word
     timestamps) but for the beam of 5 the service uses."""
     out = Decoded([], [])
@@ -139,9 +143,9 @@ def _bare(loaded: engine.LoadedModel, items: list[Item]) -> Decoded:
 
 
 def _service(
-    loaded: engine.LoadedModel,
+    loaded: speech_model.LoadedModel,
     items: list[Item],
-    options: engine.TranscribeOptions,
+    options: TranscribeOptions,
     *,
     before_fix: bool = False,
 ) -> Decoded:
@@ -150,7 +154,7 @@ def _service(
     out = Decoded([], [])
     with _nothing_dropped(), _plain_loop(loaded) if before_fix else nullcontext():
         for item in items:
-            result = engine.transcribe(item.audio, options, loaded)
+            result = speech_model.transcribe(item.audio, options, loaded)
             out.seconds.append(result.processing_s or 0.0)
             out.segments.append(list(result.segments))
     return out
@@ -167,25 +171,25 @@ class Packed:
 
 
 def _packed(
-    loaded: engine.LoadedModel,
+    loaded: speech_model.LoadedModel,
     items: list[Item],
-    options: engine.TranscribeOptions,
+    options: TranscribeOptions,
     alone: Decoded,
 ) -> Packed:
     """The items that fit a window, packed as the worker packs them; a clip the worker would
     run alone takes its alone result and time."""
     fits = [i for i, item in enumerate(items) if packing.fits(item.audio.duration_s, 30.0)]
     started = time.perf_counter()
-    heard = [engine.speech(items[i].audio.channels[0], options) for i in fits]
+    heard = [speech(items[i].audio.channels[0], options) for i in fits]
     windows = packing.plan([h.duration_s for h in heard], 30.0)
     shared = [w for w in windows if len(w.clips) > 1]
     samples = [packing.join(w, [h.samples for h in heard]) for w in shared]
     window_options = replace(options, vad_filter=False, word_timestamps=True)
-    results = engine.run_windows(loaded, samples, window_options)
+    results = run_windows(loaded, samples, window_options)
     out: dict[int, list[Segment]] = {}
     for window, result in zip(shared, results, strict=True):
         assert not isinstance(result, Exception), result
-        given = packed_run.clip_segments(window, result[0], heard)
+        given = packed_jobs.clip_segments(window, result[0], heard)
         for placed in window.clips:
             found = given[placed.index]
             if not isinstance(found, str):
@@ -267,10 +271,10 @@ def _row(name: str, scores: dict[str, Score]) -> str:
 
 def run(quick: bool) -> str:
     settings = Settings(cpu_threads=THREADS)
-    loaded = engine.get_model(engine.EngineConfig.from_settings(settings))
+    loaded = speech_model.get_model(speech_model.ModelConfig.from_settings(settings))
     items = _corpus(quick)
     full, codes = terms_vocabulary(), terms_vocabulary(codes_only=True)
-    base = engine.TranscribeOptions.from_settings(settings)
+    base = TranscribeOptions.from_settings(settings)
     hot = replace(base, hotwords=full)
     print(f"accuracy: {len(items)} files; vocabulary {len(full)} characters", flush=True)
 
@@ -367,9 +371,9 @@ def _report(
             *(_row(name, scores) for name, scores in rows),
             "",
             "Packed: the files that fit a 30 s window, packed as the worker packs them "
-            "(`transcriber.packed_run.clip_segments`, the same checks and drops) against the "
-            "same files alone; a clip the worker would run alone counts with its alone result "
-            "and time. Packed time is the whole packed run, shared by clip length.",
+            "(`transcriber.packing.packed_jobs.clip_segments`, the same checks and drops) "
+            "against the same files alone; a clip the worker would run alone counts with its "
+            "alone result and time. Packed time is the whole packed run, shared by clip length.",
             "",
             header,
             *(_row(name, scores) for name, scores in packed_rows),

@@ -1,10 +1,14 @@
 """Audio corpora for the service benchmarks, made at run time from the committed speech files.
 
-Nothing here is committed audio: each clip is the three test sentences (tests/data/README.md)
-put together with pauses, cut, scaled, resampled with numpy and encoded with soundfile (WAV,
+Nothing here is committed audio: each clip is the three test sentences (tests/data/README.md),
+read with soundfile, composed with pydub (cut, set to a loudness, laid end to end with pauses,
+plant noise mixed in at a set level), resampled with numpy and encoded with soundfile (WAV,
 FLAC, Ogg Vorbis) or the ffmpeg command line (MP3, AAC in M4A). A seed makes a corpus the same
 on every run, so two runs (or bare faster-whisper and the service in one run) get the very same
 bytes.
+
+pydub is only a test and benchmark tool here (the ``dev`` extra): the service decodes
+untrusted audio with PyAV (transcriber/audio.py says why).
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import soundfile
+from pydub import AudioSegment
 
-# Not imported from tests.service_stack: the bare faster-whisper process of the overhead
+# Not imported from tests.support.service: the bare faster-whisper process of the overhead
 # benchmark imports this module, and must not carry the service's libraries (see there).
 DATA = Path(__file__).parents[1] / "data"
 RATE = 16_000
 Audio = npt.NDArray[np.float32]
+# The sentences are composed as 16-bit PCM, what the committed files hold.
+_FULL_SCALE = 32768
+# Plant noise under every voice note: Gaussian, its RMS 0.002 of full scale (-54 dBFS).
+NOISE_RMS = 0.002
 
 # (extension, how to encode): soundfile's container and subtype, or ffmpeg's codec arguments.
 _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
@@ -54,14 +64,42 @@ class Clip:
         return path
 
 
+def _pcm(samples: npt.NDArray[np.int16], channels: int = 1) -> Any:
+    """16-bit samples at 16 kHz (frames by channels) as a pydub ``AudioSegment``."""
+    data = np.ascontiguousarray(samples).tobytes()
+    return AudioSegment(data, sample_width=2, frame_rate=RATE, channels=channels)
+
+
+def _frames(segment: Any) -> int:
+    return int(segment.frame_count())
+
+
+def _silence(frames: int) -> Any:
+    # Not AudioSegment.silent: it takes milliseconds, and rounds some lengths a sample short.
+    return _pcm(np.zeros(frames, np.int16))
+
+
+def _gain_db(factor: float) -> float:
+    """A loudness drawn as a factor of amplitude (0.4-1.0) as pydub's gain (-8 to 0 dB)."""
+    return 20 * float(np.log10(factor))
+
+
+def _float32(segment: Any) -> Audio:
+    samples = np.frombuffer(segment.raw_data, dtype=np.int16)
+    audio: Audio = samples.astype(np.float32) / np.float32(_FULL_SCALE)
+    return audio
+
+
 @cache
-def sentences() -> tuple[Audio, ...]:
-    """Sentences A, B and C (tests/data/README.md) as 16 kHz mono float32. C is the right
-    channel of the two-party recording from where B's turn on the left has ended."""
-    a, _ = soundfile.read(DATA / "speech_16k_mono.wav", dtype="float32")
-    b, _ = soundfile.read(DATA / "speech_16k_mono.ogg", dtype="float32")
-    two, _ = soundfile.read(DATA / "two_party_stereo.wav", dtype="float32")
-    return (a, b, np.ascontiguousarray(two[int(4.5 * RATE) :, 1]))
+def sentences() -> tuple[Any, ...]:
+    """Sentences A, B and C (tests/data/README.md) as 16 kHz mono 16-bit ``AudioSegment``s.
+    C is the right channel of the two-party recording from where B's turn on the left has
+    ended."""
+    a, _ = soundfile.read(DATA / "speech_16k_mono.wav", dtype="int16")
+    b, _ = soundfile.read(DATA / "speech_16k_mono.ogg", dtype="int16")
+    two, _ = soundfile.read(DATA / "two_party_stereo.wav", dtype="int16")
+    right = _pcm(two, channels=2).split_to_mono()[1]
+    return (_pcm(a), _pcm(b), right.get_sample_slice(int(4.5 * RATE)))
 
 
 def _speech(rng: np.random.Generator, seconds: float) -> Audio:
@@ -79,23 +117,26 @@ def _speech(rng: np.random.Generator, seconds: float) -> Audio:
     order = rng.permutation(len(bank))
     want = int(seconds * RATE)
     # As many sentences as fit with half a second around each, at least one (cut short).
-    spoken: list[Audio] = []
+    spoken: list[Any] = []
     for index in order:
-        if spoken and sum(map(len, spoken)) + len(bank[index]) + RATE * (len(spoken) + 1) > want:
+        said = sum(map(_frames, spoken))
+        if spoken and said + _frames(bank[index]) + RATE * (len(spoken) + 1) > want:
             break
-        spoken.append(bank[index] * np.float32(rng.uniform(0.4, 1.0)))
-    room = max(0, want - sum(map(len, spoken)))
+        spoken.append(bank[index].apply_gain(_gain_db(rng.uniform(0.4, 1.0))))
+    room = max(0, want - sum(map(_frames, spoken)))
     shares = rng.dirichlet(np.ones(len(spoken) + 1)) * room
-    parts: list[Audio] = []
-    for pause, sentence in zip(shares, [*spoken, None], strict=True):
-        parts.append(np.zeros(int(pause), np.float32))
-        if sentence is not None:
-            parts.append(sentence)
-    audio = np.concatenate(parts)[:want]
-    audio = np.pad(audio, (0, want - len(audio)))
-    noise = rng.normal(0.0, 0.002, len(audio)).astype(np.float32)
-    talk: Audio = np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
-    return talk
+    # A pause, then each sentence followed by a pause; cut or padded with silence to length.
+    note = _silence(int(shares[0]))
+    for sentence, pause in zip(spoken, shares[1:], strict=True):
+        note += sentence + _silence(int(pause))
+    note = note.get_sample_slice(0, want)
+    note += _silence(want - _frames(note))
+    noise = rng.normal(0.0, NOISE_RMS, want) * _FULL_SCALE
+    plant = _pcm(np.round(noise).astype(np.int16))
+    # pydub mixes (saturating at full scale, as clipping did) over whole milliseconds: mixed
+    # over the note padded to one, then cut back to its length.
+    padded = note + _silence(-want % (RATE // 1000))
+    return _float32(padded.overlay(plant).get_sample_slice(0, want))
 
 
 def _resample(audio: Audio, rate: int) -> Audio:
@@ -188,10 +229,9 @@ def short_clips(count: int, *, prefix: str, seed: int = 6) -> list[Clip]:
     for n in range(count):
         speech = bank[n % len(bank)]
         length = int(float(rng.uniform(1.0, 3.0)) * RATE)
-        start = int(rng.integers(0, max(1, len(speech) - length)))
-        audio = (speech[start : start + length] * np.float32(rng.uniform(0.4, 1.0))).astype(
-            np.float32
-        )
+        start = int(rng.integers(0, max(1, _frames(speech) - length)))
+        cut = speech.get_sample_slice(start, start + length)
+        audio = _float32(cut.apply_gain(_gain_db(rng.uniform(0.4, 1.0))))
         ext = formats[n % len(formats)]
         data = encode(audio, RATE, 1, ext)
         clips.append(Clip(f"{prefix}/{n:04d}.{ext}", data, len(audio) / RATE, ext, RATE, 1))
@@ -299,10 +339,10 @@ TERMS_FACILITY = "houston-bay"
 
 
 def terms_vocabulary(codes_only: bool = False) -> str:
-    """houston-bay's hotwords as the service builds them (transcriber.normalize.vocabulary),
+    """houston-bay's hotwords as the service builds them (transcriber.job_options.vocabulary),
     or its sensor codes alone."""
     from transcriber.demo_data import FACILITIES, SENSORS
-    from transcriber.normalize import vocabulary
+    from transcriber.job_options import vocabulary
 
     (facility,) = [f for f in FACILITIES if f.code == TERMS_FACILITY]
     sensors = [(s.code, s.description) for s in SENSORS if s.facility == TERMS_FACILITY]
@@ -340,7 +380,9 @@ def term_notes(count: int, *, prefix: str, seed: int = 3) -> list[TermNote]:
         else:
             voice = ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", said]
         raw = subprocess.run(voice, capture_output=True, check=True).stdout
-        # Both voices to 16 kHz mono 16-bit, as a recorder would store them.
+        # Both voices to 16 kHz mono 16-bit, as a recorder would store them. sox, not pydub:
+        # espeak-ng speaks at 22.05 kHz, and pydub resamples by linear interpolation with no
+        # low-pass filter (audioop.ratecv).
         wav = subprocess.run(
             ["sox", "-t", "wav", "-", "-t", "wav", "-r", "16000", "-c", "1", "-b", "16", "-"],
             input=raw,

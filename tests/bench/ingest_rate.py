@@ -5,7 +5,7 @@ databases, every new job published with the real Celery publish (``workers.tasks
 to the local Redis on a throwaway queue, whose length is checked afterwards and which is
 deleted at the end.
 
-- **scan**: ``transcriber.ingest.scan`` over the whole bucket, timed from start to return
+- **scan**: ``transcriber.ingest.scan.scan`` over the whole bucket, timed from start to return
   (listing, the database lookups, registration, publishing). The listing comes from
   :mod:`tests.bench.listing_server`, which answers ListObjectVersions as S3 does: moto's
   listing costs time in proportion to the bucket for every page, and would be what a scan
@@ -22,7 +22,7 @@ deleted at the end.
   topped up to a backlog of a couple of receives.
 - the parts on their own, to show where the time goes: the bare listing of versions, bare
   HEADs with the scan's thread pool, and registration plus publishing without S3
-  (``ingest.register`` in the scan's batch size).
+  (``transcriber.ingest.registration.register`` in the scan's batch size).
 
 The servers run in child processes: in production S3 is another machine, and a server in
 this process would take the interpreter lock from the code being measured. The moto child
@@ -56,22 +56,26 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from tests.bench.listing_server import listing_server
-from tests.conftest import POSTGRES_URL, REDIS_URL, DatabaseFactory
-from tests.moto_server import FAKE_AWS_ENV, free_port, make_bucket, start_server
-from transcriber import ingest, migrate
+from tests.support.databases import POSTGRES_URL, DatabaseFactory
+from tests.support.moto import FAKE_AWS_ENV, free_port, make_bucket, start_server
+from tests.support.service import REDIS_URL
+from transcriber import migrate
 from transcriber.config import Settings, get_settings
 from transcriber.db import make_engine
-from transcriber.ingest import Publish, register, scan
+from transcriber.errors import StorageAccessDenied
+from transcriber.ingest import scan as scanning
+from transcriber.ingest.registration import register
+from transcriber.ingest.scan import scan
+from transcriber.ingest.watch import Watcher
+from transcriber.jobs import Publish
 from transcriber.schema import AudioObject, Facility, Sensor, TranscriptionJob
 from transcriber.storage import (
     ObjectInfo,
-    StorageAccessDenied,
     head,
     iter_current_versions,
     s3_client,
     sqs_client,
 )
-from transcriber.watch import Watcher
 
 TARGET_PER_S = 5_000.0
 FACILITIES = ("plant-a", "plant-b", "plant-c")
@@ -325,7 +329,7 @@ def _versions_denied() -> Iterator[None]:
         raise StorageAccessDenied("listing versions: AccessDenied (the benchmark's own)")
         yield
 
-    with mock.patch("transcriber.ingest.iter_current_versions", denied):
+    with mock.patch("transcriber.ingest.scan.iter_current_versions", denied):
         yield
 
 
@@ -369,7 +373,7 @@ def _timed_head(settings: Settings, count: int) -> tuple[int, float]:
     started = time.perf_counter()
     s3 = s3_client(settings)
     # The scan's pool size (its HEADs run in a pool of this size, overlapped with the rest).
-    with ThreadPoolExecutor(max_workers=ingest._HEAD_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=scanning._HEAD_THREADS) as pool:
         found = list(pool.map(lambda key: head(s3, settings.s3_bucket, key), keys))
     seconds = time.perf_counter() - started
     assert all(info is not None for info in found)
@@ -393,7 +397,7 @@ def _timed_register(
         )
         for index in range(count)
     ]
-    batch = ingest._SCAN_BATCH
+    batch = scanning._SCAN_BATCH
     started = time.perf_counter()
     for first in range(0, len(listed), batch):
         with Session(engine) as session, session.begin():
@@ -406,7 +410,7 @@ def _timed_register(
 
 def _timed_publish(broker: _Broker, count: int) -> float:
     """Publishing alone: ``count`` job ids in the scan's batch size."""
-    batch = ingest._SCAN_BATCH
+    batch = scanning._SCAN_BATCH
     started = time.perf_counter()
     for first in range(1, count + 1, batch):
         broker.publish(range(first, min(count + 1, first + batch)))
@@ -468,7 +472,7 @@ def run(quick: bool) -> str:
             listed, seconds = _timed_list(listing)
             report(_Row("bare listing of versions, 1,000 a page", listed, seconds), parts)
             heads, seconds = _timed_head(settings, count)
-            what = f"bare HEAD on moto, {ingest._HEAD_THREADS} threads"
+            what = f"bare HEAD on moto, {scanning._HEAD_THREADS} threads"
             report(_Row(what, heads, seconds), parts)
 
             engines.append(engine := _database(factory))

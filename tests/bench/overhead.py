@@ -46,7 +46,7 @@ from tests.bench.corpus import Clip, describe, mixed_corpus, total_seconds
 # report), which would make bare look slower than it is.
 if TYPE_CHECKING:
     from tests.bench.stack import JobRow
-    from tests.service_stack import Service
+    from tests.support.service import Service
 
 TARGET_RATIO = 0.95
 THREADS = 2  # the machine's cores: one process with every core is what "bare" would run
@@ -134,7 +134,7 @@ class BarePass:
 
 
 def _bare_pass(scratch: Path, paths: list[Path], warm: Path, label: str) -> BarePass:
-    from transcriber.models import resolve  # the service's own registry: the same directory
+    from transcriber.model_files import resolve  # the service's own registry: the same directory
 
     spec = scratch / f"bare-{label}.json"
     out = scratch / f"bare-{label}-out.json"
@@ -455,7 +455,7 @@ FIXED = (
     "Celery worker walks some 150,000 long-lived objects (Celery, kombu, SQLAlchemy, "
     "botocore's service models), four times what a bare faster-whisper process holds. A "
     "process now freezes its heap once its model is loaded (`gc.freeze()` in "
-    "`transcriber/engine.py`), so that each collection walks only what the jobs create. "
+    "`transcriber/speech_model.py`), so that each collection walks only what the jobs create. "
     "Before → after, measured during development on this machine with other load on it, at "
     "quick size (8 clips of this corpus in 2 rounds): service / bare 0.898 → 1.048 and 0.992 "
     "(two runs), time per job outside the model 0.246 → 0.071 s (median). On 30 short notes "

@@ -21,7 +21,7 @@ import jiwer
 from tests.bench.corpus import SpokenClip, describe, spoken_notes
 from tests.bench.overhead import SERVICE_ENV
 from tests.bench.stack import JobRow, bench_service, start_worker, upload, wait_finished, warm_up
-from tests.service_stack import Service
+from tests.support.service import Service
 from transcriber.config import Settings
 
 TARGET_SPEED_UP = 2.5
@@ -43,7 +43,7 @@ HOW_IT_GOT_HERE = (
     "pipeline batches, but it decodes each window once and dropped whole clips the decoder "
     "stopped short of (WER 0.160 against 0.083 on the same windows); so the windows run "
     "through faster-whisper's own loop in threads that meet at each decoder call "
-    "(`transcriber/lockstep.py`). A batch of encoder runs is slower on the CPU (1.97 s "
+    "(`transcriber/packing/lockstep.py`). A batch of encoder runs is slower on the CPU (1.97 s "
     "against 1.40 s for eight windows), so only the decoder is batched. A window's second "
     "pass goes without the first pass's text as its prompt (other clips' words): then all "
     "second passes batch too (64 notes: 9.2 s against 10.8 s, WER 0.083 against 0.079). "

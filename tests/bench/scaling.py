@@ -20,7 +20,7 @@ import psutil
 from tests.bench.corpus import Clip, describe, short_clips, total_seconds
 from tests.bench.overhead import SERVICE_ENV
 from tests.bench.stack import MB, bench_service, start_worker, upload, wait_finished, warm_up
-from tests.service_stack import Service
+from tests.support.service import Service
 
 CONFIGS = {"A": (1, 2), "B": (2, 1)}  # name: (pool processes, CPU threads each)
 

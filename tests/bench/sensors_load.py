@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from tests.conftest import POSTGRES_URL, DatabaseFactory, run_cli
+from tests.support.databases import POSTGRES_URL, DatabaseFactory, run_cli
 from transcriber import demo_data, migrate
 from transcriber.db import make_engine
 

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL, DatabaseFactory
+from tests.support.databases import POSTGRES_URL, DatabaseFactory
 from transcriber import migrate
 
 FTS_TARGET_MS = 50.0

@@ -1,6 +1,6 @@
 """The whole service for the benchmarks, and the tools they measure it with.
 
-:func:`bench_service` starts what tests/service_stack.py's :func:`running_service` starts for
+:func:`bench_service` starts what tests/support/service.py's :func:`running_service` starts for
 the tests (a moto S3 bucket notifying SQS, ``transcriber watch``, PostgreSQL, Redis) in a
 database and a moto server of its own, without a worker: each benchmark starts its workers
 with the concurrency and threads it compares (:func:`start_worker`).
@@ -30,9 +30,9 @@ from typing import Any
 import psutil
 
 from tests.bench.corpus import Clip
-from tests.conftest import POSTGRES_URL, REDIS_URL, DatabaseFactory
-from tests.moto_server import FAKE_AWS_ENV, free_port, start_server
-from tests.service_stack import Service, running_service
+from tests.support.databases import POSTGRES_URL, DatabaseFactory
+from tests.support.moto import FAKE_AWS_ENV, free_port, start_server
+from tests.support.service import REDIS_URL, Service, running_service
 from transcriber.storage import s3_client
 
 MB = 1024 * 1024  # MiB, as ps and top count megabytes

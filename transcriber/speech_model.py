@@ -1,9 +1,12 @@
-"""faster-whisper, loaded once per process, and the one place its results are consumed.
+"""The speech model: faster-whisper, loaded once per process, and the one place its
+results are consumed.
 
 :func:`get_model` builds a model on first use and hands the same one out afterwards (per
 process: a Celery worker forks its children first, and each child loads its own, lazily).
-:func:`transcribe` runs it over decoded audio with :class:`TranscribeOptions` and returns our
-own :class:`~transcriber.results.Transcription`.
+:func:`transcribe` runs it over decoded audio with
+:class:`~transcriber.job_options.TranscribeOptions` and returns our own
+:class:`~transcriber.results.Transcription`. (Named for what it holds: in this code base an
+``engine`` is always a SQLAlchemy engine.)
 """
 
 from __future__ import annotations
@@ -13,17 +16,17 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from functools import partial
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from transcriber import hallucinations, lockstep, packing
+from transcriber import hallucinations
 from transcriber.audio import DecodedAudio, Samples, decode
 from transcriber.config import Settings
 from transcriber.errors import ModelUnavailable, UnsupportedLanguage
-from transcriber.models import resolve
+from transcriber.job_options import TranscribeOptions
+from transcriber.model_files import resolve
 from transcriber.results import Segment, Transcription, Word
 
 # Whisper's own thresholds, applied again to what comes out: a segment the model itself
@@ -40,7 +43,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class ModelConfig:
     """What a loaded model depends on; one model is kept per distinct config."""
 
     model: str
@@ -51,8 +54,8 @@ class EngineConfig:
     cache_dir: str
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, concurrency: int = 1) -> EngineConfig:
-        """The configured engine; CPU threads split the cores among ``concurrency`` processes."""
+    def from_settings(cls, settings: Settings, *, concurrency: int = 1) -> ModelConfig:
+        """The configured model; CPU threads split the cores among ``concurrency`` processes."""
         threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
         return cls(
             model=settings.model,
@@ -64,40 +67,11 @@ class EngineConfig:
         )
 
 
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """Decoding options; recorded with each job (``transcription_jobs.options``)."""
-
-    language: str | None = None
-    beam_size: int = 5
-    vad_filter: bool = True
-    word_timestamps: bool = True
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    channels: Literal["mix", "split"] = "mix"
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> TranscribeOptions:
-        options = cls(
-            language=settings.language or None,
-            beam_size=settings.beam_size,
-            vad_filter=settings.vad_filter,
-            word_timestamps=settings.word_timestamps,
-            initial_prompt=settings.initial_prompt or None,
-            hotwords=settings.hotwords or None,
-            channels=settings.channels,
-        )
-        return replace(options, **overrides) if overrides else options
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 @dataclass
 class LoadedModel:
     """A faster-whisper model and how it runs."""
 
-    config: EngineConfig
+    config: ModelConfig
     whisper: Any  # faster_whisper.WhisperModel
     pipeline: Any | None  # faster_whisper.BatchedInferencePipeline, on GPU
     device: str
@@ -110,26 +84,29 @@ class LoadedModel:
 
 
 _lock = threading.Lock()
-_loaded: dict[tuple[int, EngineConfig], LoadedModel] = {}
-load_count = 0  # how many models this process has loaded (tests check reuse)
+_loaded: dict[tuple[int, ModelConfig], LoadedModel] = {}
+
+
+def _ctranslate2() -> Any:
+    """CTranslate2, imported on first use: it loads its native libraries (and faster-whisper,
+    which imports it, is loaded lazily for the same reason)."""
+    import ctranslate2
+
+    return ctranslate2
 
 
 def resolve_device(device: str) -> str:
     """``auto`` is CUDA when CTranslate2 sees a GPU, else the CPU."""
-    import ctranslate2
-
     if device == "auto":
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        return "cuda" if _ctranslate2().get_cuda_device_count() > 0 else "cpu"
+    if device == "cuda" and _ctranslate2().get_cuda_device_count() == 0:
         raise ModelUnavailable("TRANSCRIBER_DEVICE=cuda, but CTranslate2 sees no CUDA device")
     return device
 
 
 def resolve_compute_type(compute_type: str, device: str) -> str:
     """``auto`` is float16 on GPU and int8 on CPU (or the nearest the hardware supports)."""
-    import ctranslate2
-
-    supported = ctranslate2.get_supported_compute_types(device)
+    supported = _ctranslate2().get_supported_compute_types(device)
     if compute_type != "auto":
         if compute_type not in supported and compute_type != "default":
             raise ModelUnavailable(
@@ -140,15 +117,13 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return str(next(c for c in (*preferred, "default") if c in supported or c == "default"))
 
 
-def get_model(config: EngineConfig) -> LoadedModel:
+def get_model(config: ModelConfig) -> LoadedModel:
     """The model for ``config``, loaded on the first call in this process and reused after."""
-    global load_count
     key = (os.getpid(), config)
     with _lock:
         loaded = _loaded.get(key)
         if loaded is None:
             loaded = _loaded[key] = _load(config)
-            load_count += 1
             _freeze_long_lived()
         return loaded
 
@@ -171,7 +146,7 @@ def _freeze_long_lived() -> None:
     gc.freeze()
 
 
-def _load(config: EngineConfig) -> LoadedModel:
+def _load(config: ModelConfig) -> LoadedModel:
     from faster_whisper import BatchedInferencePipeline
 
     path = resolve(config.model, Path(config.cache_dir))
@@ -256,117 +231,25 @@ def run_model(
 ) -> tuple[list[Segment], Any]:
     """The speech segments the model finds in ``samples`` (one track), and faster-whisper's
     ``TranscriptionInfo`` (language, probability)."""
-    kwargs = _model_kwargs(options, packed=False)
+    kwargs = options.model_kwargs()
     if loaded.pipeline is not None:
         generator, info = loaded.pipeline.transcribe(
             samples, batch_size=loaded.config.batch_size, **kwargs
         )
     else:
         generator, info = loaded.whisper.transcribe(samples, **kwargs)
-    # The generator does the decoding; it is consumed here, in run_windows and in the
-    # threads of transcriber.lockstep (which run_windows starts), nowhere else. What the
+    # The generator does the decoding; it is consumed here, in packing.windows.run_windows
+    # and in the threads of packing.lockstep (which run_windows starts), nowhere else. What the
     # model says once the speech is over goes (transcriber.hallucinations); a packed run
     # does the same clip by clip, after the split.
-    spoken = _spoken([_segment(s) for s in generator], packed=False)
+    spoken = spoken_segments([to_segment(s) for s in generator])
     return hallucinations.drop_trailing(spoken), info
 
 
-def speech(samples: Samples, options: TranscribeOptions) -> packing.Speech:
-    """What of ``samples`` the model hears: with the VAD on, the stretches in which Silero
-    finds speech, by faster-whisper's own defaults, as ``transcribe`` would cut them."""
-    if not options.vad_filter:
-        return packing.Speech.whole(samples)
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    chunks = get_speech_timestamps(samples, VadOptions())
-    return packing.Speech.cut(samples, [(c["start"], c["end"]) for c in chunks])
-
-
-def run_windows(
-    loaded: LoadedModel, windows: Sequence[Samples], options: TranscribeOptions
-) -> list[tuple[list[Segment], Any] | Exception]:
-    """The speech segments in each of several packed windows (clips laid end to end, their
-    VAD already applied: ``options.vad_filter`` is not), each segment's ``start`` and
-    ``end`` the decoder's own times (see :func:`transcriber.packing.split`), with
-    faster-whisper's info; or the exception that window's run raised.
-
-    The windows go through faster-whisper's sequential loop, which makes a second pass
-    over what a first one stopped short of (the batched pipeline decodes each window once
-    and kept whole clips out of packed windows: WER 0.160 against 0.083 on the same
-    windows). On the CPU they go side by side, their decoding batched
-    (:mod:`transcriber.lockstep`); on a GPU, where that batching is not yet measured, one
-    after another.
-    """
-    kwargs = _model_kwargs(options, packed=True)
-    if loaded.device != "cpu" or len(windows) < 2:
-        results: list[tuple[list[Any], Any] | Exception] = []
-        for samples in windows:
-            try:
-                generator, info = loaded.whisper.transcribe(samples, **kwargs)
-                results.append((list(generator), info))
-            except Exception as exc:
-                results.append(exc)
-    else:
-        results = lockstep.transcribe_side_by_side(loaded.whisper, windows, kwargs)
-    decoded = partial(_segment, decoder_times=_DecoderTimes(loaded.whisper))
-    return [
-        result
-        if isinstance(result, Exception)
-        else (_spoken([decoded(s) for s in result[0]], packed=True), result[1])
-        for result in results
-    ]
-
-
-class _DecoderTimes:
-    """A segment's start and end as the decoder gave them, from its timestamp tokens
-    (faster-whisper moves them to the first and last word's times when it aligns words)."""
-
-    def __init__(self, whisper: Any) -> None:
-        self._first = whisper.hf_tokenizer.token_to_id("<|notimestamps|>") + 1
-        self._precision = float(whisper.time_precision)
-        self._frame = float(whisper.feature_extractor.time_per_frame)
-
-    def __call__(self, raw: Any) -> tuple[float, float]:
-        stamps = [t for t in raw.tokens if t >= self._first]
-        if len(stamps) < 2:  # not expected of a timestamped decoding; the aligned times then
-            return float(raw.start), float(raw.end)
-        offset = raw.seek * self._frame
-        first, last = (
-            (t - self._first) * self._precision + offset for t in (stamps[0], stamps[-1])
-        )
-        return round(first, 3), round(last, 3)
-
-
-def _model_kwargs(options: TranscribeOptions, *, packed: bool) -> dict[str, Any]:
-    """faster-whisper's ``transcribe`` arguments for ``options``.
-
-    ``packed``: the samples are several clips laid end to end. The repetition check is then
-    left to the caller, clip by clip (:func:`repetitive`): faster-whisper measures the
-    compression ratio of a whole window's text, and clips that say the same thing (one
-    alarm call recorded by five sensors) would read as a repetition loop, be decoded again
-    at random temperatures and then dropped. And a second pass over the part of a window
-    that the first one stopped short of is not given the first pass's text as its prompt:
-    that text is other clips' words, no context for the clip ahead; without it every second
-    pass has the same prompt, and the second passes of all windows are decoded as one
-    batch (:mod:`transcriber.lockstep`; 64 notes: 9.2 s against 10.8 s, WER 0.083 against
-    0.079, both below the 0.101 of the notes run alone).
-    """
-    kwargs: dict[str, Any] = {
-        "language": options.language,
-        "beam_size": options.beam_size,
-        "vad_filter": options.vad_filter,
-        "word_timestamps": options.word_timestamps,
-        "initial_prompt": options.initial_prompt,
-        "hotwords": options.hotwords,
-    }
-    if packed:
-        kwargs["compression_ratio_threshold"] = None
-        kwargs["condition_on_previous_text"] = False
-    return kwargs
-
-
-def _spoken(segments: list[Segment], *, packed: bool) -> list[Segment]:
-    return [s for s in segments if _is_speech(s, check_repetition=not packed)]
+def spoken_segments(segments: list[Segment], *, check_repetition: bool = True) -> list[Segment]:
+    """``segments`` less what Whisper hallucinates over silence and noise (see the
+    thresholds); ``check_repetition=False`` leaves the repetition check to the caller."""
+    return [s for s in segments if _is_speech(s, check_repetition=check_repetition)]
 
 
 def repetitive(text: str) -> bool:
@@ -376,7 +259,11 @@ def repetitive(text: str) -> bool:
     return bool(data) and len(data) / len(zlib.compress(data)) > COMPRESSION_RATIO_THRESHOLD
 
 
-def _segment(raw: Any, decoder_times: _DecoderTimes | None = None) -> Segment:
+def to_segment(
+    raw: Any, decoder_times: Callable[[Any], tuple[float, float]] | None = None
+) -> Segment:
+    """Our :class:`Segment` of one of faster-whisper's; ``decoder_times`` gives its start
+    and end where the aligned ones will not do (packed windows)."""
     words = tuple(
         Word(start=w.start, end=w.end, word=w.word, probability=w.probability)
         for w in (raw.words or ())

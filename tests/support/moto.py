@@ -1,6 +1,6 @@
 """S3 and SQS for tests: a real moto server on loopback, with bucket notifications wired.
 
-Import the fixtures into a test module by name (``from tests.moto_server import moto_bucket``).
+A pytest plugin, registered by ``tests/conftest.py``: a test asks for the fixtures by name.
 ``moto_server`` runs one server for the whole session, with fake AWS credentials in the
 environment so that boto3's normal chain finds them (and never a real account).
 ``moto_bucket`` gives each test a bucket and queue of its own, with the bucket's

@@ -4,6 +4,10 @@ use on it: a Redis server of their own to restart, and a TCP proxy to cut.
 
 :func:`running_service` starts a stack; :class:`Service` drives it (upload, query, wait,
 start/stop/kill processes) and checks the database's integrity afterwards.
+:func:`service_fixture` makes a test module's ``service`` fixture, in one line, from
+``running_service``.
+
+A pytest plugin, registered by ``tests/conftest.py``: the ``redis_server`` fixture.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote_plus
 
 import psutil
+import pytest
 from sqlalchemy import Engine, text
 
-from tests.moto_server import FAKE_AWS_ENV, enable_versioning, free_port, make_bucket
+from tests.support import REQUIRE_SERVICES
+from tests.support.databases import DatabaseFactory
+from tests.support.moto import FAKE_AWS_ENV, enable_versioning, free_port, make_bucket
 from transcriber import migrate
 from transcriber.config import Settings
 from transcriber.db import make_engine
@@ -37,9 +44,28 @@ from transcriber.embedded import wait_for_port
 from transcriber.sensors import load_files
 from transcriber.storage import s3_client
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 START = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 TIMEOUT = 120.0
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The URL of a reachable Redis server (skip, or fail in CI, without one)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        problem = f"Redis at {REDIS_URL} is not reachable: {exc}"
+        if REQUIRE_SERVICES:
+            pytest.fail(problem + " (TEST_REQUIRE_SERVICES=1)")
+        pytest.skip(problem)
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 @dataclass
@@ -79,7 +105,8 @@ class Service:
         env: Mapping[str, str] | None = None,
     ) -> None:
         """A Celery worker (prefork) on the stack's queue, ``env`` added to the stack's;
-        ``app`` may be a test module that wraps the real app (see tests/poison_worker.py)."""
+        ``app`` may be a test module that wraps the real app (see
+        tests/support/poison_worker.py)."""
         overrides = dict(env or {})
         queue = overrides.get("TRANSCRIBER_QUEUE", self.env["TRANSCRIBER_QUEUE"])
         self.start(
@@ -342,6 +369,74 @@ def running_service(
     finally:
         stack.stop_all()
         engine.dispose()
+
+
+def service_fixture(
+    name: str,
+    *,
+    scope: Literal["function", "module"] = "module",
+    own_broker: bool = False,
+    watcher: bool = True,
+    worker: bool = True,
+    concurrency: int = 1,
+    setup: Callable[[Service], None] | None = None,
+    **overrides: str,
+) -> Callable[..., Any]:
+    """A ``service`` fixture for a test module: :func:`running_service` on a new PostgreSQL
+    database, the shared moto server and the machine's Redis (``redis_server``), its work
+    directory a new temporary directory named after ``name``. Declare it in the module::
+
+        service = service_fixture("faults-input", TRANSCRIBER_MAX_AUDIO_SECONDS="60")
+
+    ``scope``: ``module`` (the module's tests share one stack) or ``function`` (a stack per
+    test). ``own_broker``: a Redis of the stack's own (:class:`RedisProcess`), which a test
+    may kill, instead of the machine's. ``watcher`` and ``worker`` start them, the worker
+    with ``concurrency`` pool processes. ``setup`` is called with the running stack before
+    a test gets it. ``overrides`` are the environment of every process (see
+    :func:`running_service`).
+    """
+
+    # Any, not str: mypy cannot tell these from running_service's own keyword flags.
+    environment: dict[str, Any] = dict(overrides)
+
+    @pytest.fixture(scope=scope)
+    def service(
+        request: pytest.FixtureRequest,
+        moto_server: str,
+        postgres_server: str,
+        databases: DatabaseFactory,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Service]:
+        broker: RedisProcess | None = None
+        if own_broker:
+            # A worker restores every unacknowledged message of its Redis database older
+            # than its own visibility timeout, other tests' included: a Redis of its own
+            # keeps a stack with a short one from stealing theirs.
+            broker = RedisProcess(tmp_path_factory.mktemp("redis"))
+            broker.start()
+            broker_url = broker.url
+        else:
+            broker_url = request.getfixturevalue("redis_server")
+        try:
+            with running_service(
+                moto_endpoint=moto_server,
+                broker_url=broker_url,
+                database_url=databases.postgresql(postgres_server),
+                workdir=tmp_path_factory.mktemp(name),
+                watcher=watcher,
+                worker=False,
+                **environment,
+            ) as stack:
+                if worker:
+                    stack.start_worker(concurrency=concurrency)
+                if setup is not None:
+                    setup(stack)
+                yield stack
+        finally:
+            if broker is not None:
+                broker.stop()
+
+    return service
 
 
 class RedisProcess:

@@ -1,7 +1,7 @@
 """A Celery app for fault tests: the real one (``workers.app``), with a decoder that kills
 its own process, as a decoder crash would, on any file that starts with :data:`POISON`.
 
-Start a worker with ``celery -A tests.poison_worker worker`` (the repository root on
+Start a worker with ``celery -A tests.support.poison_worker worker`` (the repository root on
 ``PYTHONPATH``). The prefork pool forks after this module is imported, so every child
 decodes through the patched function.
 """

@@ -3,8 +3,8 @@
 A worker whose job turns out to be a short clip claims more queued jobs through the database
 (:func:`jobs.claim`, the same conditional UPDATE as a lease: no second queue, nothing lost if
 the worker dies), fetches them, lays the speech of the short ones end to end in windows
-(:mod:`transcriber.packing`), runs the windows through the model side by side with word
-timestamps (:func:`transcriber.engine.run_windows`) and gives each clip its own transcript,
+(:mod:`transcriber.packing.plan`), runs the windows through the model side by side with word
+timestamps (:func:`transcriber.packing.windows.run_windows`) and gives each clip its own transcript,
 saved exactly as if it had run alone: its own transaction, lease check and failure handling.
 The claimed jobs' own task messages find them running or done and do nothing.
 
@@ -40,20 +40,16 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from transcriber import hallucinations, jobs, packing
+from transcriber import hallucinations, jobs
 from transcriber.config import Settings
-from transcriber.engine import (
-    LoadedModel,
-    TranscribeOptions,
-    repetitive,
-    run_windows,
-    speech,
-    transcribe,
-)
 from transcriber.errors import TransientError
-from transcriber.ingest import publish_after_commit
+from transcriber.job_options import TranscribeOptions
 from transcriber.job_steps import Fetched, Outcome, fetch, record_audio_facts, save, settle
+from transcriber.jobs import publish_after_commit
+from transcriber.packing import plan as packing
+from transcriber.packing.windows import run_windows, speech
 from transcriber.results import Segment, Transcription
+from transcriber.speech_model import LoadedModel, repetitive, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +282,13 @@ class _Run:
                 device=loaded.device,
                 compute_type=loaded.compute_type,
             )
-            self.finish(clip, partial(_given, result))
+            self.finish(clip, result)
 
-    def finish(self, clip: Fetched, result: Callable[[], Transcription]) -> None:
+    def finish(self, clip: Fetched, result: Transcription | Callable[[], Transcription]) -> None:
+        """Save ``clip``'s ``result`` (or what ``result()`` transcribes) as its transcript."""
+
         def transcribe_and_save() -> bool:
-            save(self.engine, clip, result())
+            save(self.engine, clip, result if isinstance(result, Transcription) else result())
             return True
 
         if self.attempt(clip.lease, transcribe_and_save):
@@ -338,10 +336,6 @@ class _Run:
         return self.outcomes.get(self.primary.job_id, "skipped")
 
 
-def _given(result: Transcription) -> Transcription:
-    return result
-
-
 def clip_segments(
     window: packing.Window, segments: Sequence[Segment], heard: Sequence[packing.Speech]
 ) -> dict[int, list[Segment] | str]:
@@ -352,7 +346,7 @@ def clip_segments(
     (:mod:`transcriber.hallucinations`; with a prompt, the decoder fills the gap after a
     clip with the prompt's phrases), and a clip whose text repeats itself runs alone, where
     faster-whisper would have decoded it again at a higher temperature (the window ran
-    without that check: see :func:`transcriber.engine.run_windows`).
+    without that check: see :func:`transcriber.packing.windows.run_windows`).
     """
     given = packing.split(window, segments, heard)
     out: dict[int, list[Segment] | str] = {}

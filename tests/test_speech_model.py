@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transcriber import engine
+from transcriber import speech_model
 from transcriber.audio import SAMPLE_RATE, DecodedAudio
 from transcriber.config import Settings
-from transcriber.engine import (
-    EngineConfig,
+from transcriber.errors import UnsupportedLanguage
+from transcriber.job_options import TranscribeOptions
+from transcriber.speech_model import (
     LoadedModel,
-    TranscribeOptions,
+    ModelConfig,
     get_model,
     transcribe,
     transcribe_file,
 )
-from transcriber.errors import UnsupportedLanguage
 
 DATA = Path(__file__).parent / "data"
 SPEECH_FILES = sorted(p.name for p in DATA.glob("*.*") if p.name.startswith(("speech_", "two_")))
@@ -38,7 +38,7 @@ SENTENCE_B = {
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    return get_model(EngineConfig.from_settings(Settings()))
+    return get_model(ModelConfig.from_settings(Settings()))
 
 
 @pytest.mark.parametrize("name", SPEECH_FILES)
@@ -76,27 +76,40 @@ def test_result_carries_language_words_and_options(loaded: LoadedModel) -> None:
     assert all(0 <= w.start <= w.end <= result.duration_s + 0.1 for w in words)
 
 
-def test_model_is_loaded_once_per_process() -> None:
-    config = EngineConfig.from_settings(Settings())
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[ModelConfig]:
+    """The configs of the models this process loads from now on (a spy on the loader)."""
+    seen: list[ModelConfig] = []
+    load = speech_model._load
+
+    def counted(config: ModelConfig) -> LoadedModel:
+        seen.append(config)
+        return load(config)
+
+    monkeypatch.setattr(speech_model, "_load", counted)
+    return seen
+
+
+def test_model_is_loaded_once_per_process(loads: list[ModelConfig]) -> None:
+    config = ModelConfig.from_settings(Settings())
     first = get_model(config)
-    loads = engine.load_count
+    before = len(loads)
     assert get_model(config) is first
-    assert get_model(EngineConfig.from_settings(Settings())) is first
-    assert engine.load_count == loads
+    assert get_model(ModelConfig.from_settings(Settings())) is first
+    assert len(loads) == before
 
 
-def test_loading_a_model_freezes_what_the_process_holds() -> None:
+def test_loading_a_model_freezes_what_the_process_holds(loads: list[ModelConfig]) -> None:
     """What exists once a model is loaded is left out of later collections (each decoded file
     ends with one), and still freed by reference counting when dropped."""
     gc.unfreeze()
     held = [[index] for index in range(20_000)]  # containers the collector tracks
     # A config no test has loaded yet (one more thread), so that this call loads a model.
-    config = EngineConfig.from_settings(Settings())
+    config = ModelConfig.from_settings(Settings())
     config = replace(config, cpu_threads=config.cpu_threads + 1)
-    loads = engine.load_count
     try:
         get_model(config)
-        assert engine.load_count == loads + 1
+        assert loads == [config]
         assert gc.get_freeze_count() >= len(held)
         frozen = gc.get_freeze_count()
         del held
@@ -150,14 +163,14 @@ def test_split_channels_transcribe_each_speaker_on_its_own(loaded: LoadedModel) 
 
 
 def test_cpu_threads_are_shared_among_worker_processes() -> None:
-    one = EngineConfig.from_settings(Settings(), concurrency=1)
-    two = EngineConfig.from_settings(Settings(), concurrency=2)
+    one = ModelConfig.from_settings(Settings(), concurrency=1)
+    two = ModelConfig.from_settings(Settings(), concurrency=2)
     assert one.cpu_threads >= two.cpu_threads >= 1
-    assert EngineConfig.from_settings(Settings(cpu_threads=3), concurrency=8).cpu_threads == 3
+    assert ModelConfig.from_settings(Settings(cpu_threads=3), concurrency=8).cpu_threads == 3
 
 
 def test_auto_device_and_compute_type_on_this_cpu_machine(loaded: LoadedModel) -> None:
     # CI has no GPU: auto must pick the CPU with int8 and the sequential pipeline.
-    assert engine.resolve_device("auto") == "cpu"
-    assert engine.resolve_compute_type("auto", "cpu") == "int8"
+    assert speech_model.resolve_device("auto") == "cpu"
+    assert speech_model.resolve_compute_type("auto", "cpu") == "int8"
     assert loaded.pipeline is None

@@ -21,7 +21,7 @@ only when CTranslate2 can take them together: the same options (a fallback at a 
 temperature decodes differently) and prompts of the same length (CTranslate2 wants the
 start-of-transcript token at the same position in every prompt of a batch, and a pass given
 previous text as its prompt has it further on; packed windows are run without, see
-:func:`transcriber.engine._model_kwargs`).
+:func:`transcriber.packing.windows.run_windows`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Every outcome is recorded on the job row; a transient error also propagates, so 
 retries the task with backoff.
 
 With packing on (``TRANSCRIBER_PACK_MAX_SECONDS``), a first attempt also claims more queued
-short jobs and runs them all in shared windows (:mod:`transcriber.packed_run`); their own
+short jobs and runs them all in shared windows (:mod:`transcriber.packing.packed_jobs`); their own
 task messages then find them taken or done and do nothing.
 """
 
@@ -17,12 +17,13 @@ import logging
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from transcriber import jobs, packed_run
+from transcriber import jobs
 from transcriber.config import Settings
 from transcriber.db import get_engine
-from transcriber.engine import EngineConfig, get_model, transcribe
 from transcriber.errors import DatabaseUnavailable
 from transcriber.job_steps import Outcome, fetch, save, settle
+from transcriber.packing import packed_jobs
+from transcriber.speech_model import ModelConfig, get_model, transcribe
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,13 @@ def run_job(
     try:
         with jobs.keep_lease(engine, lease):
             fetched = fetch(engine, lease, settings)
-            loaded = get_model(EngineConfig.from_settings(settings, concurrency=concurrency))
+            loaded = get_model(ModelConfig.from_settings(settings, concurrency=concurrency))
             companions = []
             if publish is not None:
-                companions = packed_run.claim_companions(engine, fetched, loaded, settings)
+                companions = packed_jobs.claim_companions(engine, fetched, loaded, settings)
             if publish is None or not companions:
                 save(engine, fetched, transcribe(fetched.audio, fetched.options, loaded))
                 return "succeeded"
     except Exception as exc:
         return settle(engine, lease, exc, timeout_errors)
-    return packed_run.run(engine, fetched, companions, loaded, settings, publish, timeout_errors)
+    return packed_jobs.run(engine, fetched, companions, loaded, settings, publish, timeout_errors)

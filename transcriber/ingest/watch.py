@@ -29,20 +29,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from transcriber.config import Settings
-from transcriber.errors import TransientError
-from transcriber.ingest import (
-    BadEvent,
-    ObjectEvent,
-    Publish,
-    parse_event_message,
-    publish_after_commit,
-    register,
-    wanted,
-)
+from transcriber.errors import BadEvent, StorageAccessDenied, StorageError, TransientError
+from transcriber.ingest.events import ObjectEvent, parse_event_message
+from transcriber.ingest.registration import register
+from transcriber.jobs import Publish, publish_after_commit
+from transcriber.placement import wanted
 from transcriber.storage import (
     ObjectInfo,
-    StorageAccessDenied,
-    StorageError,
     head,
     s3_client,
     sqs_client,

@@ -1,4 +1,4 @@
-"""Transcriptions to SQL rows and back, and the domain vocabulary a facility lends the model.
+"""Transcriptions to SQL rows and back.
 
 :func:`save_transcription` writes one job's transcript, segments and words in the caller's
 transaction, replacing whatever an earlier run of the same job wrote, so that a job that runs
@@ -7,92 +7,20 @@ twice (a redelivered message, a retry) still ends with exactly one transcript.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from transcriber.config import Settings
-from transcriber.engine import TranscribeOptions
 from transcriber.results import Segment, Transcription, Word
 from transcriber.schema import (
     AudioObject,
-    Facility,
-    Sensor,
     Transcript,
     TranscriptionJob,
     TranscriptSegment,
     TranscriptWord,
 )
-
-# Whisper keeps at most half its 448-token context for hotwords; about four characters a
-# token leaves this much text before faster-whisper would cut it mid-word.
-HOTWORDS_MAX_CHARS = 600
-
-
-def facility_hotwords(session: Session, facility_id: int, limit: int = HOTWORDS_MAX_CHARS) -> str:
-    """The facility's name, then its sensors' codes and descriptions, as decoding hotwords.
-
-    Operators say "PT two oh one" and "the flare knockout drum"; handing the model those
-    terms makes it more likely to spell them as the plant does (see :func:`vocabulary`).
-    """
-    name = session.scalar(select(Facility.name).where(Facility.id == facility_id))
-    sensors = session.execute(
-        select(Sensor.code, Sensor.description)
-        .where(Sensor.facility_id == facility_id)
-        .order_by(Sensor.code)
-    )
-    return vocabulary(name, [(row.code, row.description) for row in sensors], limit)
-
-
-def vocabulary(
-    name: str | None, sensors: Iterable[tuple[str, str | None]], limit: int = HOTWORDS_MAX_CHARS
-) -> str:
-    """A facility's ``name``, then each of its ``sensors``' code and description, as one
-    comma-separated string of at most ``limit`` characters, cut between terms.
-
-    All of them: tried against the codes alone (and against the terms as an initial prompt),
-    the whole vocabulary spelled the codes right as often and gave the lowest WER on notes
-    that name the plant's equipment (docs/benchmarks.md, accuracy).
-    """
-    terms: list[str] = [name] if name else []
-    for code, description in sensors:
-        terms.append(code)
-        if description:
-            terms.append(description)
-    chosen: list[str] = []
-    seen: set[str] = set()
-    length = 0
-    for term in terms:
-        term = " ".join(term.split())
-        if not term or term.lower() in seen:
-            continue
-        if length + len(term) + 2 > limit:
-            break
-        seen.add(term.lower())
-        chosen.append(term)
-        length += len(term) + 2
-    return ", ".join(chosen)
-
-
-def options_for_audio(
-    session: Session, audio_object_id: int, settings: Settings
-) -> TranscribeOptions:
-    """The options to transcribe one audio object with: the configured ones, and for audio
-    placed at a facility (with no ``TRANSCRIBER_HOTWORDS`` set, and
-    ``TRANSCRIBER_FACILITY_HOTWORDS`` on) the facility's vocabulary."""
-    options = TranscribeOptions.from_settings(settings)
-    if options.hotwords or not settings.facility_hotwords:
-        return options
-    facility_id = session.scalar(
-        select(AudioObject.facility_id).where(AudioObject.id == audio_object_id)
-    )
-    if facility_id is None:
-        return options
-    return replace(options, hotwords=facility_hotwords(session, facility_id) or None)
 
 
 def save_transcription(session: Session, job_id: int, result: Transcription) -> int:

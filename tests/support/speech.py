@@ -6,6 +6,8 @@ copied into the repository. More folders of the same shape (audio files and a ``
 mapping each file name to its reference text) can be given to the benchmarks with
 ``BENCH_REAL_SPEECH`` (``make bench REAL_SPEECH=DIR``): public test recordings of other
 open-source speech projects, read from where they lie and not committed.
+
+A pytest plugin, registered by ``tests/conftest.py``: the ``jfk_recording`` fixture.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import REQUIRE_SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "real-speech"
 JFK = SHARED / "jfk.flac"
 JFK_TEXT = (
@@ -65,3 +70,15 @@ def jfk_utterances(
         (np.ascontiguousarray(samples[round(start * rate) : round(end * rate)]), text)
         for start, end, text in JFK_UTTERANCES
     ]
+
+
+@pytest.fixture(scope="session")
+def jfk_recording() -> Path:
+    """JFK's "ask not" sentence from the shared real-speech folder beside the checkout
+    (:data:`JFK`); skip without it, or fail in CI."""
+    if not JFK.is_file():
+        problem = f"the shared real-speech recording {JFK} is not there"
+        if REQUIRE_SERVICES:
+            pytest.fail(problem + " (TEST_REQUIRE_SERVICES=1)")
+        pytest.skip(problem)
+    return JFK

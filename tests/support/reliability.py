@@ -1,10 +1,13 @@
 """The reliability report: which test proves which promise, and what the last run measured.
 
 A fault test is marked ``@pytest.mark.fault("P2", ...)`` with the promises it proves (the
-numbers of ARCHITECTURE.md's list, plus ``L`` for load) and records what it measured with the
-``figures`` fixture (``figures["transcripts"] = 500``). ``pytest -m fault
+numbers of docs/architecture.md's list, plus ``L`` for load) and records what it measured
+with the ``figures`` fixture (``figures["transcripts"] = 500``). ``pytest -m fault
 --reliability-report docs/reliability.md`` (``make reliability``) writes the document from
 that run: every promise, its tests, their outcome, duration and figures.
+
+A pytest plugin, registered by ``tests/conftest.py`` (``pytest_plugins``): it adds the
+``--reliability-report`` option and the ``figures`` fixture.
 """
 
 from __future__ import annotations
@@ -119,8 +122,8 @@ def render(rows: list[_Row]) -> str:
     lines = [
         "# Reliability",
         "",
-        "Each promise of the service (ARCHITECTURE.md), the tests that would fail if it broke,",
-        "and what the last run of them measured. Written by `make reliability`",
+        "Each promise of the service (docs/architecture.md), the tests that would fail if it",
+        "broke, and what the last run of them measured. Written by `make reliability`",
         "(`pytest -m fault --reliability-report docs/reliability.md`), or copied from",
         "`var/reliability.md`, which every `make test` (and so CI) writes; do not edit by hand.",
         "",

@@ -9,15 +9,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import create_job
+from tests.support.databases import create_job
 from transcriber.config import Settings
-from transcriber.normalize import (
-    HOTWORDS_MAX_CHARS,
-    facility_hotwords,
-    load_transcription,
-    options_for_audio,
-    save_transcription,
-)
+from transcriber.job_options import HOTWORDS_MAX_CHARS, facility_hotwords, options_for_audio
 from transcriber.results import Segment, Transcription, Word
 from transcriber.schema import (
     AudioObject,
@@ -28,6 +22,7 @@ from transcriber.schema import (
     TranscriptSegment,
     TranscriptWord,
 )
+from transcriber.transcripts import load_transcription, save_transcription
 
 RECORDED_AT = datetime(2026, 5, 4, 8, 30, tzinfo=UTC)
 
