@@ -68,6 +68,9 @@ def test_get_settings_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PACK_MAX_SECONDS", "5", "0 (packing off) or from 10 to 30 seconds"),
         ("PACK_MAX_SECONDS", "45", "less than or equal to 30"),
         ("PACK_MAX_CLIPS", "1", "greater than or equal to 2"),
+        ("READING_TOLERANCES", "temperature=2,pressure", "'pressure' is not kind=number"),
+        ("READING_TOLERANCES", "humidity=-5", "a number of 0 or more"),
+        ("READING_TOLERANCES", "humidity=5,humidity=6%", "'humidity' is given twice"),
     ],
 )
 def test_invalid_values_are_refused_with_a_reason(

@@ -298,7 +298,8 @@ class Steps:
         self._step("fetch")
         one_second = np.zeros(SAMPLE_RATE, dtype=np.float32)
         audio = DecodedAudio((one_second,), 44_100, 2, "wav", "pcm_s16le")
-        return Fetched(lease, TranscribeOptions.from_settings(settings), audio)
+        options = TranscribeOptions.from_settings(settings)
+        return Fetched(lease, options, audio, settings.tolerance_by_kind)
 
     def get_model(self, config: Any) -> Any:
         self._step("get_model")

@@ -9,7 +9,9 @@ AWS credentials are deliberately absent: boto3 finds them through its own chain
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -31,6 +33,43 @@ ComputeType = Literal[
     "float32",
 ]
 Channels = Literal["mix", "split"]
+
+
+@dataclass(frozen=True)
+class ReadingTolerance:
+    """How far a value said in a transcript may be from the sensor's reading and still agree
+    with it: ``absolute`` in the sensor's unit, or ``percent`` of the reading (one is set)."""
+
+    absolute: float | None = None
+    percent: float | None = None
+
+
+_TOLERANCE = re.compile(r"\s*([^=,%\s][^=,%]*?)\s*=\s*([^=,%]*?)\s*(%?)\s*")
+
+
+def parse_reading_tolerances(text: str) -> dict[str, ReadingTolerance]:
+    """``kind=number`` (absolute, in the sensor's unit) or ``kind=number%`` (of the reading),
+    comma-separated, e.g. ``temperature=2,pressure=5%``; kinds compare case-insensitively.
+    Raises ValueError, naming the entry, on anything else."""
+    tolerances: dict[str, ReadingTolerance] = {}
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        match = _TOLERANCE.fullmatch(entry)
+        if not match:
+            raise ValueError(f"{entry.strip()!r} is not kind=number or kind=number%")
+        kind, number, percent = match.group(1).lower(), match.group(2), match.group(3)
+        try:
+            value = float(number)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{entry.strip()!r}: the tolerance must be a number of 0 or more")
+        if kind in tolerances:
+            raise ValueError(f"{entry.strip()!r}: {kind!r} is given twice")
+        tolerances[kind] = ReadingTolerance(percent=value) if percent else ReadingTolerance(value)
+    return tolerances
+
 
 #: Fields a KEY_PATTERN may name; ``recorded_at`` is parsed as ISO 8601 (basic or extended).
 KEY_PATTERN_FIELDS = frozenset({"facility", "sensor", "recorded_at", "ext", "name"})
@@ -165,6 +204,13 @@ class Settings(BaseSettings):
     sweep_interval_seconds: int = Field(default=60, ge=1)
     """How often ``transcriber watch`` runs the sweeper."""
 
+    reading_tolerances: str = "temperature=2,pressure=5%,humidity=5"
+    """When a value said in a transcript agrees with its sensor's reading (the
+    ``spoken_readings`` view), per sensor kind: ``kind=number``, within that much in the
+    sensor's unit, or ``kind=number%``, within that percent of the reading; comma-separated.
+    A kind not listed has no tolerance: its mentions' ``agrees`` is NULL. Written on each
+    mention when its transcript is saved, so a change applies to jobs run after it."""
+
     @model_validator(mode="after")
     def _check_visibility_timeout(self) -> Settings:
         # Shorter, and Redis would hand a job that is still running to a second worker.
@@ -181,6 +227,17 @@ class Settings(BaseSettings):
         if 0 < value < 10:
             raise ValueError("must be 0 (packing off) or from 10 to 30 seconds")
         return value
+
+    @field_validator("reading_tolerances")
+    @classmethod
+    def _check_reading_tolerances(cls, value: str) -> str:
+        parse_reading_tolerances(value)
+        return value
+
+    @property
+    def tolerance_by_kind(self) -> dict[str, ReadingTolerance]:
+        """``reading_tolerances`` read: sensor kind (lower-case) → its tolerance."""
+        return parse_reading_tolerances(self.reading_tolerances)
 
     @property
     def soft_time_limit(self) -> int:

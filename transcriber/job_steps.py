@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from transcriber import jobs, storage
 from transcriber.audio import DecodedAudio, decode
-from transcriber.config import Settings
+from transcriber.config import ReadingTolerance, Settings
 from transcriber.errors import (
     DatabaseUnavailable,
     LeaseLost,
@@ -37,11 +38,13 @@ Outcome = Literal["succeeded", "failed", "superseded", "skipped", "released"]
 
 @dataclass(frozen=True)
 class Fetched:
-    """A leased job's audio, decoded, and the options to transcribe it with."""
+    """A leased job's audio, decoded, the options to transcribe it with, and the tolerances
+    (by sensor kind) to write on the readings said in it."""
 
     lease: jobs.Lease
     options: TranscribeOptions
     audio: DecodedAudio
+    tolerances: Mapping[str, ReadingTolerance]
 
     @property
     def duration_s(self) -> float:
@@ -69,7 +72,7 @@ def fetch(engine: Engine, lease: jobs.Lease, settings: Settings) -> Fetched:
             max_seconds=settings.max_audio_seconds,
             split_channels=options.channels == "split",
         )
-    return Fetched(lease, options, decoded)
+    return Fetched(lease, options, decoded, settings.tolerance_by_kind)
 
 
 def record_audio_facts(session: Session, fetched: Fetched) -> None:
@@ -87,11 +90,12 @@ def record_audio_facts(session: Session, fetched: Fetched) -> None:
 
 
 def save(engine: Engine, fetched: Fetched, result: Transcription) -> None:
-    """One transaction: transcript, segments, words, audio facts, job succeeded (raises
-    :class:`~transcriber.errors.LeaseLost`, writing nothing, when the lease was taken over)."""
+    """One transaction: transcript, segments, words, mentions, audio facts, job succeeded
+    (raises :class:`~transcriber.errors.LeaseLost`, writing nothing, when the lease was taken
+    over)."""
     lease = fetched.lease
     with Session(engine) as session, session.begin():
-        save_transcription(session, lease.job_id, result)
+        save_transcription(session, lease.job_id, result, fetched.tolerances)
         record_audio_facts(session, fetched)
         jobs.succeed(session, lease)
     log.info(

@@ -45,13 +45,13 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 import pint
 from rapidfuzz import fuzz, process
 
 from transcriber.clock import as_utc
 from transcriber.results import Segment
+from transcriber.schema import Attribution
 from transcriber.spoken_quantities import (
     CELSIUS,
     DEGREES,
@@ -95,8 +95,6 @@ STOPWORDS = word_set(
     "some then than as up down out over under also still only again high low hot cold"
 )
 _CODE_SHAPE = re.compile(r"[a-z]{1,4}-?[0-9]+[a-z]?", re.ASCII)
-
-Attribution = Literal["named", "own_sensor", "only_of_kind"]
 
 
 @dataclass(frozen=True)

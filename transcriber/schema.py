@@ -3,8 +3,9 @@
 The tables are the product's public interface (users query them directly), so their names
 and columns change only on purpose, through a migration in ``migrations/``. Objects that
 exist on one dialect only, or that SQLAlchemy does not model — the PostgreSQL ``tsvector``
-column and its GIN index, the SQLite FTS5 table and its triggers, and the two views — live in
-the migrations alone (``migrations/versions``).
+column and its GIN index, the SQLite FTS5 table and its triggers, and the views
+(``segment_readings``, ``latest_transcripts``, ``spoken_readings``) — live in the migrations
+alone (``migrations/versions``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 # Where an object's recording time came from (transcriber.placement).
 RecordedAtSource = Literal["metadata", "key", "last_modified"]
 RECORDED_AT_SOURCES: tuple[RecordedAtSource, ...] = get_args(RecordedAtSource)
+# How a reading said in a transcript was given its sensor (transcriber.mentions).
+Attribution = Literal["named", "own_sensor", "only_of_kind"]
+ATTRIBUTIONS: tuple[Attribution, ...] = get_args(Attribution)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -282,3 +286,49 @@ class TranscriptWord(Base):
     starts_at: Mapped[datetime]
     word: Mapped[str] = mapped_column(Text)
     probability: Mapped[float | None] = mapped_column(Double)
+
+
+class TranscriptMention(Base):
+    """A sensor reading said in a transcript (:func:`transcriber.mentions.extract`), written
+    with the transcript and replaced with it.
+
+    Deleting the transcript or its segment deletes the mention; deleting its sensor or
+    facility keeps it, unattributed (``sensor_id``/``facility_id`` NULL; ``attribution`` and
+    ``sensor_text`` still say how it was attributed). ``tolerance_abs`` (in the sensor's unit)
+    or ``tolerance_pct`` (a percent of the reading) is the tolerance for the sensor's kind in
+    force when the mention was written (``TRANSCRIBER_READING_TOLERANCES``); the
+    ``spoken_readings`` view compares the value with the sensor's nearest reading by it.
+    """
+
+    __tablename__ = "transcript_mentions"
+    __table_args__ = (
+        UniqueConstraint("transcript_id", "idx"),
+        CheckConstraint(_one_of("attribution", ATTRIBUTIONS), name="attribution"),
+        CheckConstraint("tolerance_abs IS NULL OR tolerance_pct IS NULL", name="one_tolerance"),
+        Index(None, "sensor_id", "said_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"))
+    # Indexed for the cascade: deleting a transcript deletes its segments one by one.
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("transcript_segments.id", ondelete="CASCADE"), index=True
+    )
+    facility_id: Mapped[int | None] = mapped_column(
+        ForeignKey("facilities.id", ondelete="SET NULL")
+    )
+    sensor_id: Mapped[int | None] = mapped_column(ForeignKey("sensors.id", ondelete="SET NULL"))
+    idx: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Double)
+    end_s: Mapped[float] = mapped_column(Double)
+    said_at: Mapped[datetime]
+    spoken_text: Mapped[str] = mapped_column(Text)
+    sensor_text: Mapped[str | None] = mapped_column(Text)
+    spoken_value: Mapped[float] = mapped_column(Double)
+    spoken_unit: Mapped[str | None] = mapped_column(Text)
+    value_in_sensor_unit: Mapped[float | None] = mapped_column(Double)
+    attribution: Mapped[str | None] = mapped_column(String(16))
+    match_score: Mapped[float | None] = mapped_column(Double)
+    probability: Mapped[float | None] = mapped_column(Double)
+    tolerance_abs: Mapped[float | None] = mapped_column(Double)
+    tolerance_pct: Mapped[float | None] = mapped_column(Double)

@@ -1,33 +1,47 @@
 """Transcriptions to SQL rows and back.
 
-:func:`save_transcription` writes one job's transcript, segments and words in the caller's
-transaction, replacing whatever an earlier run of the same job wrote, so that a job that runs
-twice (a redelivered message, a retry) still ends with exactly one transcript.
+:func:`save_transcription` writes one job's transcript, segments, words and the sensor
+readings said in it (``transcript_mentions``, found by :func:`transcriber.mentions.extract`)
+in the caller's transaction, replacing whatever an earlier run of the same job wrote, so that
+a job that runs twice (a redelivered message, a retry) still ends with exactly one transcript,
+and its mentions always come from its own text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from transcriber.config import ReadingTolerance
+from transcriber.mentions import FacilitySensor, extract
 from transcriber.results import Segment, Transcription, Word
 from transcriber.schema import (
     AudioObject,
+    Sensor,
     Transcript,
     TranscriptionJob,
+    TranscriptMention,
     TranscriptSegment,
     TranscriptWord,
 )
 
 
-def save_transcription(session: Session, job_id: int, result: Transcription) -> int:
+def save_transcription(
+    session: Session,
+    job_id: int,
+    result: Transcription,
+    tolerances: Mapping[str, ReadingTolerance] | None = None,
+) -> int:
     """Write ``result`` as the transcript of job ``job_id`` and return the transcript's id.
 
     Runs in the caller's transaction (commit it together with the job's new status). Any
-    transcript the job already has is deleted first, with its segments and words.
+    transcript the job already has is deleted first, with its segments, words and mentions.
+    ``tolerances`` (sensor kind → tolerance, ``Settings.tolerance_by_kind``) are written on
+    the mentions of sensors of those kinds; without them no mention has a tolerance.
     """
     job = session.get(TranscriptionJob, job_id)
     if job is None:
@@ -63,6 +77,7 @@ def save_transcription(session: Session, job_id: int, result: Transcription) -> 
         ]
         if words:
             session.execute(insert(TranscriptWord), words)
+        _save_mentions(session, transcript_id, audio, segments, segment_ids, tolerances or {})
     session.execute(
         update(TranscriptionJob)
         .where(TranscriptionJob.id == job_id)
@@ -74,6 +89,60 @@ def save_transcription(session: Session, job_id: int, result: Transcription) -> 
         )
     )
     return transcript_id
+
+
+def _save_mentions(
+    session: Session,
+    transcript_id: int,
+    audio: AudioObject,
+    segments: Sequence[Segment],
+    segment_ids: Sequence[int],
+    tolerances: Mapping[str, ReadingTolerance],
+) -> None:
+    """The readings said in ``segments`` (as stored: ``segment_ids`` in the same order),
+    attributed to the sensors of the audio's facility; unattributed where it has none."""
+    sensors = [
+        FacilitySensor(row.id, row.code, row.kind, row.unit, row.description)
+        for row in session.execute(
+            select(Sensor.id, Sensor.code, Sensor.kind, Sensor.unit, Sensor.description)
+            .where(Sensor.facility_id == audio.facility_id)
+            .order_by(Sensor.id)
+        )
+    ]
+    mentions = extract(
+        segments, sensors, recorded_at=audio.recorded_at, own_sensor_id=audio.sensor_id
+    )
+    if not mentions:
+        return
+    kinds = {sensor.id: sensor.kind.strip().lower() for sensor in sensors}
+    rows = []
+    for idx, m in enumerate(mentions):
+        tolerance = ReadingTolerance()
+        if m.sensor_id is not None:
+            tolerance = tolerances.get(kinds[m.sensor_id], tolerance)
+        rows.append(
+            {
+                "transcript_id": transcript_id,
+                "segment_id": segment_ids[m.segment],
+                "facility_id": audio.facility_id,
+                "sensor_id": m.sensor_id,
+                "idx": idx,
+                "start_s": m.start_s,
+                "end_s": max(m.end_s, m.start_s),
+                "said_at": m.said_at,
+                "spoken_text": m.text,
+                "sensor_text": m.sensor_text,
+                "spoken_value": m.spoken_value,
+                "spoken_unit": m.spoken_unit,
+                "value_in_sensor_unit": m.value_in_sensor_unit,
+                "attribution": m.attribution,
+                "match_score": m.score,
+                "probability": m.min_probability,
+                "tolerance_abs": tolerance.absolute,
+                "tolerance_pct": tolerance.percent,
+            }
+        )
+    session.execute(insert(TranscriptMention), rows)
 
 
 def _segment_row(transcript_id: int, idx: int, s: Segment, at: Any) -> dict[str, Any]:

@@ -41,8 +41,9 @@ TABLES = {
     "transcripts",
     "transcript_segments",
     "transcript_words",
+    "transcript_mentions",
 }
-VIEWS = {"segment_readings", "latest_transcripts"}
+VIEWS = {"segment_readings", "latest_transcripts", "spoken_readings"}
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:

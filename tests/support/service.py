@@ -273,6 +273,10 @@ class Service:
                 "ON s.id = w.segment_id "
                 "WHERE w.start_s < s.start_s - 0.5 OR w.end_s > s.end_s + 0.5"
             ),
+            "mentions in a segment of another transcript": (
+                "SELECT m.id FROM transcript_mentions m JOIN transcript_segments s "
+                "ON s.id = m.segment_id WHERE s.transcript_id <> m.transcript_id"
+            ),
         }
         problems = []
         for what, sql in checks.items():
