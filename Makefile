@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-faults reliability lint typecheck pytest bench bench-quick bench-tools fmt clean
+.PHONY: install demo demo-notes test test-faults reliability lint typecheck pytest bench bench-quick bench-tools fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 ## make demo: the whole job once on the embedded stack (SQLite, Redis, S3+SQS emulator)
 demo: $(STAMP)
 	$(BIN)/transcriber demo
+
+## make demo-notes: remake the demo's voice notes (transcriber/demo_audio/) with flite, and check
+## that tiny.en hears each note's value and that it agrees (or not) with the demo data's reading
+demo-notes: $(STAMP) bench-tools
+	$(BIN)/python -m tests.support.demo_notes
 
 ## make test: lint, type-check and run the whole test suite
 test: lint typecheck pytest

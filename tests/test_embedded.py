@@ -14,8 +14,9 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
+from tests.support import demo_notes
 from tests.support.databases import run_cli
-from transcriber import embedded
+from transcriber import demo_data, embedded
 from transcriber.config import Settings
 from transcriber.storage import head, s3_client
 
@@ -158,3 +159,35 @@ def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
         assert facility in done.stdout
     assert "pump" in done.stdout.lower()
     assert "kPa" in done.stdout
+    # Each note's value is found in its transcript, attributed to its sensor, and compared
+    # with the sensor's reading by the spoken_readings view: three agree, one does not.
+    spoken = _spoken_rows(done.stdout)
+    units = {(s.facility, s.code): s.unit for s in demo_data.SENSORS}
+    for note in demo_notes.NOTES:
+        unit = units[(note.facility, note.sensor)]
+        rows = [r for r in spoken if (r["facility"], r["sensor"]) == (note.facility, note.sensor)]
+        assert [(r["in sensor unit"], r["agrees"]) for r in rows] == [
+            (f"{note.value:,.1f} {unit}", "yes" if note.agrees else "NO")
+        ], done.stdout
+    disagreements = [line for line in done.stdout.splitlines() if line.endswith("— disagrees")]
+    wrong = [n for n in demo_notes.NOTES if not n.agrees]
+    assert len(disagreements) == len(wrong) == 1, done.stdout
+    assert disagreements[0].startswith(f"{wrong[0].facility} {wrong[0].sensor}: said "), done.stdout
+    agreeing = len(demo_notes.NOTES) - len(wrong)
+    assert f"{agreeing} of {len(demo_notes.NOTES)} readings said agree" in done.stdout
+
+
+def _spoken_rows(stdout: str) -> list[dict[str, str]]:
+    """The rows of the demo's spoken-readings table, by column name (first lines only)."""
+    lines = stdout.split("Readings said in the notes", 1)[1].splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    names = [cell.strip() for cell in header.strip("┃").split("┃")]
+    rows = []
+    for line in lines:
+        if line.startswith("└"):
+            break
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        # A row whose text wrapped continues on lines with an empty first cell.
+        if line.startswith("│") and cells[0]:
+            rows.append(dict(zip(names, cells, strict=True)))
+    return rows

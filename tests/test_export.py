@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 import json
 import random
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 import pytest
@@ -23,7 +24,7 @@ from transcriber.export import (
     to_txt,
     to_vtt,
 )
-from transcriber.results import Segment, Transcription, Word
+from transcriber.results import Segment, SpokenReading, Transcription, Word
 
 
 def _transcription(*segments: Segment, duration_s: float = 10.0) -> Transcription:
@@ -108,6 +109,75 @@ def test_render_passes_words_to_json() -> None:
     result = _transcription(Segment(0.0, 1.0, " Hi", words=(Word(0.0, 1.0, " Hi", 0.9),)))
     assert "words" in json.loads(render(result, "json", words=True))["segments"][0]
     assert "words" not in json.loads(render(result, "json"))["segments"][0]
+
+
+SAID = SpokenReading(
+    start=1.23456,
+    end=1.2,  # ends before it starts: clamped like a segment
+    said_at=datetime(2026, 5, 4, 8, 30, 1, 234560, tzinfo=UTC),
+    spoken_text="190 kPa",
+    spoken_value=190.0,
+    spoken_unit="kilopascal",
+    sensor_code="PT-201",
+    sensor_unit="kPa",
+    value_in_sensor_unit=190.0,
+    attribution="named",
+    sensor_text="PT-201",
+    match_score=100.0,
+    probability=0.86,
+    reading_ts=datetime(2026, 5, 4, 8, 31, tzinfo=UTC),
+    reading_value=188.0,
+    difference=2.0,
+    agrees=True,
+)
+UNATTRIBUTED = replace(
+    SAID,
+    sensor_code=None,
+    sensor_unit=None,
+    value_in_sensor_unit=None,
+    attribution=None,
+    sensor_text=None,
+    match_score=None,
+    reading_ts=None,
+    reading_value=None,
+    difference=None,
+    agrees=None,
+)
+
+
+def test_json_lists_the_readings_said_when_given_them() -> None:
+    data = json.loads(render(SIMPLE, "json", mentions=[SAID, UNATTRIBUTED]))
+    assert data["mentions"][0] == {
+        "start": 1.235,
+        "end": 1.235,
+        "said_at": "2026-05-04T08:30:01.234560+00:00",
+        "spoken_text": "190 kPa",
+        "spoken_value": 190.0,
+        "spoken_unit": "kilopascal",
+        "sensor_code": "PT-201",
+        "sensor_unit": "kPa",
+        "value_in_sensor_unit": 190.0,
+        "attribution": "named",
+        "sensor_text": "PT-201",
+        "match_score": 100.0,
+        "probability": 0.86,
+        "reading_ts": "2026-05-04T08:31:00+00:00",
+        "reading_value": 188.0,
+        "difference": 2.0,
+        "agrees": True,
+    }
+    assert data["mentions"][1]["reading_ts"] is None
+    assert data["mentions"][1]["agrees"] is None
+    # The rest of the document is what it is without them.
+    assert {k: v for k, v in data.items() if k != "mentions"} == to_json_dict(SIMPLE, words=False)
+    assert to_json_dict(SIMPLE, words=False, mentions=[])["mentions"] == []
+    # No mentions given (a local file): no such key.
+    assert "mentions" not in to_json_dict(SIMPLE, words=False)
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "json"])
+def test_only_json_has_a_place_for_the_readings_said(fmt: ExportFormat) -> None:
+    assert render(SIMPLE, fmt, mentions=[SAID]) == render(SIMPLE, fmt)
 
 
 def test_srt_parses_with_numbered_cues() -> None:

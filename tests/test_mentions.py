@@ -10,6 +10,7 @@ words, other scripts' digits, transcripts of only numbers, and the cap on mentio
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,9 @@ CASES: list[tuple[str, str, str | None, str, list[M]]] = [
     ("code-dotted", "R", None, "P.T. 201 is at 181 kPa.", [M("PT-201", 181)]),
     ("code-letters", "R", None, "P T 201 at 179 kPa.", [M("PT-201", 179)]),
     ("code-digit-words", "R", None, "PT two oh one at 178 kPa.", [M("PT-201", 178)]),
+    ("code-all-spelled", "R", None, "P T two oh one at 178 kPa.", [M("PT-201", 178)]),
+    ("code-all-digits", "R", None, "P T 2 0 1 at 178 kPa.", [M("PT-201", 178)]),
+    ("unit-letters", "R", None, "PT-203 is 115 K P A.", [M("PT-203", 115)]),
     ("code-possessive", "R", None, "PT-201's at 177 kPa.", [M("PT-201", 177)]),
     ("code-lowercase", "R", None, "pt-201 at 176 kPa", [M("PT-201", 176)]),
     ("code-comma", "H", None, "Check TT-101, 92 degrees.", [M("TT-101", 92)]),
@@ -88,6 +92,15 @@ CASES: list[tuple[str, str, str | None, str, list[M]]] = [
         [M("PT-201", 190), M("PT-202", 1050)],
     ),
     ("code-wrong-kind", "R", None, "TT-101 at 190 kPa.", [free(190, "kilopascal")]),
+    (
+        "hundreds-and-digits",
+        "H",
+        "PT-202",
+        "Now at 400 and 12 kilopascals.",
+        [M("PT-202", 412, "own_sensor")],
+    ),
+    ("thousands-and-digits", "R", None, "Steam header 1000 and 50 kPa.", [M("PT-202", 1050)]),
+    ("and-joins-no-counts", "R", None, "Pumps 3 and 4, PT-201 at 190 kPa.", [M("PT-201", 190)]),
     # Descriptions and kind words.
     (
         "desc-words",
@@ -412,6 +425,62 @@ def test_whisper_tokens_give_word_times_spans_and_probabilities() -> None:
     # A segment without words: the segment's times, no probabilities.
     assert (steam.start_s, steam.end_s, steam.min_probability) == (20.0, 24.0, None)
     assert steam.text == "10.5 bar"
+
+
+def _as_faster_whisper_cuts(text: str) -> Segment:
+    """``text`` in words as faster-whisper cuts them: a number's "." or "," piece is a word of
+    its own without a leading space (" 21", ".5"; " 1", ",050"), as tiny.en gives them."""
+    words: list[Word] = []
+    at = 0.0
+    for piece in text.split():
+        parts = re.split(r"(?<=[0-9])(?=[.,][0-9])|(?<=[A-Za-z0-9])(?=-[0-9])", piece)
+        for n, part in enumerate(parts):
+            words.append(Word(at, at + 0.2, ("" if n else " ") + part, 0.8 - 0.1 * n))
+            at += 0.25
+    return Segment(0.0, at, text, words=tuple(words))
+
+
+@pytest.mark.parametrize(
+    ("facility", "text", "code", "value"),
+    [
+        ("R", "Control room temperature is 21.5 degrees Celsius.", "TT-102", 21.5),
+        ("R", "Steam header pressure is 1,050 kilopascals.", "PT-202", 1050.0),
+        ("R", "Column head pressure 1.8 bar.", "PT-201", 180.0),
+        ("R", "PT-203, 115.5 kilopascals.", "PT-203", 115.5),
+        ("R", "PT-202 at 1,040.5 kPa.", "PT-202", 1040.5),
+        # A hyphen written onto the word before joins, it is no minus sign.
+        ("P", "Seawater intake temperature, TT-21 degrees.", "TT-101", 21.0),
+        ("H", "TT-101-93 degrees.", "TT-101", 93.0),
+        # Long unit names as tiny.en mishears them.
+        ("R", "PT-203, 115.5 KLA Pascals,", "PT-203", 115.5),
+        ("R", "Steam header 1050 Killer Pascals.", "PT-202", 1050.0),
+        ("R", "Line to PT-202, 1040K lapascals,", "PT-202", 1040.0),
+    ],
+)
+def test_numbers_cut_into_pieces_by_faster_whisper_are_read_whole(
+    facility: str, text: str, code: str, value: float
+) -> None:
+    (mention,) = extract([_as_faster_whisper_cuts(text)], _facility(facility), recorded_at=AT)
+    assert mention.sensor_code == code
+    assert mention.value_in_sensor_unit == pytest.approx(value)
+    pieces = len(re.findall(r"[0-9][.,][0-9]", text)) + 1
+    if "-" not in text:
+        assert mention.min_probability == pytest.approx(0.8 - 0.1 * (pieces - 1))  # the lowest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Jacket temperature, 90-2.4 degrees.",  # two numbers run together: neither is sure
+        "Call in 50 cell shoes.",  # not close enough to "celsius"
+        "PT-201 190 pillars.",  # short names ("bar") are never guessed
+        "It is 2.4 dollar.",
+        "We paid 190k for PT-201.",  # a thousands shorthand, no unit
+    ],
+)
+def test_run_together_numbers_and_unlike_units_give_no_reading(text: str) -> None:
+    found = extract([_as_faster_whisper_cuts(text)], _facility("H"), recorded_at=AT)
+    assert [(m.value_in_sensor_unit, m.spoken_unit) for m in found] == []
 
 
 def test_naive_recording_time_is_utc_and_channels_do_not_share_sentences() -> None:

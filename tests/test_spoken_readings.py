@@ -15,13 +15,14 @@ from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.support.databases import create_job
+from tests.support.transcripts import whisper_segment
 from transcriber import jobs
 from transcriber.audio import SAMPLE_RATE, DecodedAudio
 from transcriber.config import ReadingTolerance, Settings, parse_reading_tolerances
 from transcriber.errors import LeaseLost
 from transcriber.job_options import TranscribeOptions
 from transcriber.job_steps import Fetched, save
-from transcriber.results import Segment, Transcription, Word
+from transcriber.results import Segment, Transcription
 from transcriber.schema import (
     AudioObject,
     Facility,
@@ -41,27 +42,18 @@ WINDOW = timedelta(seconds=300)  # the documented spoken_readings window
 TOLERANCES = parse_reading_tolerances("temperature=2,pressure=5%")
 
 
-def _segment(text: str, start: float) -> Segment:
-    """``text`` as Whisper gives it: words 0.5 s apart (exact in binary, so exact in SQL)."""
-    words = tuple(
-        Word(start + 0.5 * n, start + 0.5 * n + 0.4, (" " if n else "") + piece, 0.9 - 0.01 * n)
-        for n, piece in enumerate(text.split())
-    )
-    return Segment(start, start + 0.5 * len(words), text, words=words)
-
-
 RESULT = Transcription(
     language="en",
     language_probability=0.99,
     duration_s=40.0,
     segments=(
-        _segment("PT-201 is at 190 kPa.", 0.0),  # said at +1.5 s
+        whisper_segment("PT-201 is at 190 kPa.", 0.0),  # said at +1.5 s
         Segment(3.0, 3.5, "   "),  # nothing said: not stored, and no segment index taken
-        _segment("TT-101 reads 92 degrees.", 5.0),  # +6 s
-        _segment("HT-301 is 45 percent.", 10.0),  # +11 s
-        _segment("TT-102 is 21 degrees.", 15.0),  # +16 s
-        _segment("PT-202 is at 1000 kPa.", 20.0),  # +21.5 s
-        _segment("The steam header pressure is one point one megapascals.", 25.0),  # +27.5 s
+        whisper_segment("TT-101 reads 92 degrees.", 5.0),  # +6 s
+        whisper_segment("HT-301 is 45 percent.", 10.0),  # +11 s
+        whisper_segment("TT-102 is 21 degrees.", 15.0),  # +16 s
+        whisper_segment("PT-202 is at 1000 kPa.", 20.0),  # +21.5 s
+        whisper_segment("The steam header pressure is one point one megapascals.", 25.0),  # +27.5 s
     ),
     model="tiny.en",
 )

@@ -19,9 +19,10 @@ from transcriber.config import get_settings, redact_url
 from transcriber.console import byte_progress, count_progress, err, friendly_errors
 from transcriber.errors import TranscriberError
 from transcriber.export import FORMATS, render, to_json_dict
+from transcriber.mention_rebuild import rebuild, transcripts_to_rebuild
 from transcriber.migrate import migrated_engine
 from transcriber.sensors import load_files
-from transcriber.transcripts import load_transcription
+from transcriber.transcripts import load_spoken_readings, load_transcription
 
 # What loads numpy, PyAV, faster-whisper, boto3, Celery or moto is imported by the commands
 # that use it, so that `transcriber --help` or `transcriber db upgrade` starts at once.
@@ -267,17 +268,51 @@ def _emit(path: Path, fmt: str, text: str, output_dir: Path | None, *, many: boo
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @friendly_errors
 def export_job(job_id: int, fmt: str, words: bool, output: Path | None) -> None:
-    """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv."""
+    """Print (or write) the transcript of job JOB_ID as srt, vtt, json, txt or tsv; json
+    also lists the sensor readings said in it (mentions)."""
 
     with Session(migrated_engine()) as session:
         result = load_transcription(session, job_id)
+        # Only JSON has a place for the readings said: the other formats skip the query.
+        mentions = load_spoken_readings(session, job_id) if fmt == "json" else None
     if result is None:
         raise click.ClickException(f"job {job_id} has no transcript (yet)")
-    text = render(result, fmt, words=words)  # type: ignore[arg-type]
+    text = render(result, fmt, words=words, mentions=mentions)  # type: ignore[arg-type]
     if output:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=not text.endswith("\n"))
+
+
+# --- readings said ------------------------------------------------------------------------
+
+
+@main.group("mentions")
+def mentions_group() -> None:
+    """The sensor readings said in stored transcripts (transcript_mentions)."""
+
+
+@mentions_group.command("rebuild")
+@click.option("--facility", metavar="CODE", help="Only audio placed at this facility.")
+@click.option(
+    "--since",
+    callback=_parse_start,
+    metavar="DATE",
+    help="Only audio recorded at or after DATE (ISO 8601; UTC without an offset).",
+)
+@friendly_errors
+def mentions_rebuild(facility: str | None, since: datetime | None) -> None:
+    """Find the readings said in stored transcripts again, with the sensors and
+    TRANSCRIBER_READING_TOLERANCES of now (after sensors were added or renamed).
+
+    Every stored transcript (narrowed by the options) gets its mentions replaced, each in
+    a transaction of its own; running it again gives the same rows.
+    """
+    engine = migrated_engine()
+    transcript_ids = transcripts_to_rebuild(engine, facility=facility, since=since)
+    with count_progress("rebuilding mentions", total=len(transcript_ids)) as counter:
+        result = rebuild(engine, transcript_ids, get_settings().tolerance_by_kind, counter.advance)
+    err.print(result.summary(), soft_wrap=True)
 
 
 # --- the service --------------------------------------------------------------------------

@@ -2,8 +2,16 @@
 
 Starts the stack in ``var/demo/`` (wiped first), loads three days of demo sensor data, uploads
 four operator voice notes — each recorded at a facility a few minutes into one of the demo
-data's anomalies — waits until every job is done, prints the transcript segments with the
-readings of their sensor around them, and stops the stack.
+data's anomalies, each saying a value of its sensor — waits until every job is done, and
+prints two queries: the transcript segments with the readings of their sensor around them
+(``segment_readings``), and the values said next to the sensor's nearest reading
+(``spoken_readings``), with a line for each value that disagrees with its sensor. Then it stops
+the stack.
+
+Three notes say what their sensor reads; one (houston-bay HT-302, an operator reading the gauge
+on the wall) says 40 % where the sensor reads about 63 %RH. The notes, how they were made and
+the check that these values hold on whatever day the demo runs are in
+``tests/support/demo_notes.py`` (``make demo-notes``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine, text
 
 from transcriber import demo_data, storage
@@ -38,6 +47,13 @@ JOIN audio_objects a ON a.id = sr.audio_object_id
 WHERE sr.sensor_id = a.sensor_id
 GROUP BY sr.segment_id, sr.facility_code, sr.sensor_code, sr.sensor_unit, sr.starts_at, sr.text
 ORDER BY sr.starts_at
+"""
+
+SPOKEN_SQL = """
+SELECT facility_code, sensor_code, said_at, spoken_text, value_in_sensor_unit, sensor_unit,
+       reading_ts, reading_value, difference, tolerance_abs, tolerance_pct, agrees
+FROM spoken_readings
+ORDER BY said_at, mention_id
 """
 
 
@@ -78,6 +94,7 @@ def run(var_dir: Path, console: Console) -> bool:
             if not _wait(engine, stack, keys, console):
                 return False
             _print_join(engine, console)
+            _print_spoken(engine, console)
             return True
         finally:
             engine.dispose()
@@ -145,3 +162,63 @@ def _print_join(engine: Engine, console: Console) -> None:
                 f"{row.low:.1f}–{row.high:.1f} {row.sensor_unit}",
             )
     console.print(table)
+
+
+def _amount(value: float | None, unit: str | None) -> str:
+    return "–" if value is None else f"{value:,.1f} {unit or ''}".rstrip()
+
+
+def _tolerance(absolute: float | None, percent: float | None) -> str:
+    """As TRANSCRIBER_READING_TOLERANCES writes it: ±2 in the sensor's unit, or ±5%."""
+    if absolute is not None:
+        return f"±{absolute:g}"
+    return "–" if percent is None else f"±{percent:g}%"
+
+
+def _print_spoken(engine: Engine, console: Console) -> None:
+    console.print(
+        "\n[bold]Readings said in the notes, next to their sensor's nearest reading (±5 min):"
+        "[/bold]"
+    )
+    console.print(SPOKEN_SQL.strip(), style="dim", highlight=False)
+    table = Table(show_lines=False)
+    columns = ("facility", "sensor", "said at (UTC)", "said", "in sensor unit", "sensor read")
+    for column in (*columns, "difference", "tolerance", "agrees"):
+        table.add_column(column, overflow="fold")
+    agreeing = 0
+    disagreements: list[str] = []
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(SPOKEN_SQL)))
+    for row in rows:
+        # SQLite gives the view's boolean as 0/1; NULL: nothing to compare with (no reading
+        # within the window, no value in the sensor's unit, or no tolerance for its kind).
+        agrees = None if row.agrees is None else bool(row.agrees)
+        verdict = {True: ("yes", "green"), False: ("NO", "bold red"), None: ("–", "")}[agrees]
+        said = _amount(row.value_in_sensor_unit, row.sensor_unit)
+        read = _amount(row.reading_value, row.sensor_unit)
+        # Text, not markup: what was said is the model's text, which may hold brackets.
+        table.add_row(
+            Text(row.facility_code or "–"),
+            Text(row.sensor_code or "–"),
+            str(row.said_at)[:19],
+            Text(row.spoken_text),
+            said,
+            read,
+            _amount(row.difference, None),
+            _tolerance(row.tolerance_abs, row.tolerance_pct),
+            Text(*verdict),
+        )
+        agreeing += agrees is True
+        if agrees is False:
+            disagreements.append(
+                f"{row.facility_code} {row.sensor_code}: said {row.spoken_text} ({said}), "
+                f"sensor read {read} at {str(row.reading_ts)[11:16]} UTC — disagrees"
+            )
+    console.print(table)
+    for line in disagreements:
+        # One line however narrow the terminal, so that it stands out and can be grepped.
+        console.print(line, style="bold red", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"{agreeing} of {len(rows)} readings said agree with their sensor, "
+        f"{len(disagreements)} disagree{'s' if len(disagreements) == 1 else ''}"
+    )

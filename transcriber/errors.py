@@ -163,3 +163,9 @@ class SensorDataError(TranscriberError, ValueError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
+
+
+class UnknownFacility(TranscriberError, LookupError):
+    """A command named a facility code that no facility has (``mentions rebuild --facility``)."""
+
+    category = "unknown_facility"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from transcriber.results import Segment, Transcription, Word
+from transcriber.results import Segment, SpokenReading, Transcription, Word
 
 ExportFormat = Literal["srt", "vtt", "json", "txt", "tsv"]
 FORMATS: Final[tuple[ExportFormat, ...]] = get_args(ExportFormat)
@@ -40,15 +40,22 @@ class _Cue:
     text: str
 
 
-def render(result: Transcription, fmt: ExportFormat, *, words: bool = False) -> str:
+def render(
+    result: Transcription,
+    fmt: ExportFormat,
+    *,
+    words: bool = False,
+    mentions: Sequence[SpokenReading] | None = None,
+) -> str:
     """Render ``result`` in format ``fmt``, one of :data:`FORMATS`.
 
-    ``words`` adds word timings; only JSON has a place for them, the other formats ignore it.
+    ``words`` adds word timings and ``mentions`` the readings said (see :func:`to_json_dict`);
+    only JSON has a place for them, the other formats ignore them.
     Raises :class:`ValueError` for an unknown format, since ``fmt`` often comes from a
     command line or a request, where the type checker cannot vouch for it.
     """
     if fmt == "json":
-        return to_json(result, words=words)
+        return to_json(result, words=words, mentions=mentions)
     renderer = _RENDERERS.get(fmt)
     if renderer is None:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -88,12 +95,16 @@ def to_vtt(result: Transcription) -> str:
     return "\n".join(blocks)
 
 
-def to_json_dict(result: Transcription, *, words: bool) -> dict[str, Any]:
+def to_json_dict(
+    result: Transcription, *, words: bool, mentions: Sequence[SpokenReading] | None = None
+) -> dict[str, Any]:
     """The transcript as plain data, ready for :func:`json.dumps`.
 
     Every segment is kept, empty ones included, in ``(start, channel)`` order; times are
     rounded to milliseconds, as the model's are no finer than that. Word timings are
     included only when ``words`` is true, because they make the output several times larger.
+    ``mentions`` (a stored transcript's readings said, in the order said) become a
+    ``mentions`` list; without them (a local file's transcript) there is no such key.
     """
     segments = []
     for segment in _sorted_segments(result.segments):
@@ -107,7 +118,7 @@ def to_json_dict(result: Transcription, *, words: bool) -> dict[str, Any]:
         if words:
             item["words"] = [_word_dict(word) for word in segment.words]
         segments.append(item)
-    return {
+    data: dict[str, Any] = {
         "text": result.text,
         "language": result.language,
         "language_probability": result.language_probability,
@@ -115,11 +126,18 @@ def to_json_dict(result: Transcription, *, words: bool) -> dict[str, Any]:
         "model": result.model,
         "segments": segments,
     }
+    if mentions is not None:
+        data["mentions"] = [_mention_dict(m) for m in mentions]
+    return data
 
 
-def to_json(result: Transcription, *, words: bool = False) -> str:
+def to_json(
+    result: Transcription, *, words: bool = False, mentions: Sequence[SpokenReading] | None = None
+) -> str:
     """:func:`to_json_dict` as indented JSON, keeping non-ASCII text readable."""
-    return json.dumps(to_json_dict(result, words=words), ensure_ascii=False, indent=2)
+    return json.dumps(
+        to_json_dict(result, words=words, mentions=mentions), ensure_ascii=False, indent=2
+    )
 
 
 def to_txt(result: Transcription) -> str:
@@ -207,4 +225,29 @@ def _word_dict(word: Word) -> dict[str, Any]:
         "end": max(start, _seconds(word.end)),
         "word": word.word,
         "probability": word.probability,
+    }
+
+
+def _mention_dict(m: SpokenReading) -> dict[str, Any]:
+    """A reading said, with the names of the ``spoken_readings`` view's columns; times in the
+    audio as the segments' (``start``, ``end``), wall-clock times as ISO 8601 in UTC."""
+    start = _seconds(m.start)
+    return {
+        "start": start,
+        "end": max(start, _seconds(m.end)),
+        "said_at": m.said_at.isoformat(),
+        "spoken_text": m.spoken_text,
+        "spoken_value": m.spoken_value,
+        "spoken_unit": m.spoken_unit,
+        "sensor_code": m.sensor_code,
+        "sensor_unit": m.sensor_unit,
+        "value_in_sensor_unit": m.value_in_sensor_unit,
+        "attribution": m.attribution,
+        "sensor_text": m.sensor_text,
+        "match_score": m.match_score,
+        "probability": m.probability,
+        "reading_ts": m.reading_ts.isoformat() if m.reading_ts is not None else None,
+        "reading_value": m.reading_value,
+        "difference": m.difference,
+        "agrees": m.agrees,
     }

@@ -53,18 +53,20 @@ from transcriber.clock import as_utc
 from transcriber.results import Segment
 from transcriber.schema import Attribution
 from transcriber.spoken_quantities import (
-    CELSIUS,
-    DEGREES,
     DIGIT_WORDS,
     Quantity,
     Token,
+    quantities,
+    sentences,
+    tokens_of,
+)
+from transcriber.spoken_units import (
+    CELSIUS,
+    DEGREES,
     convert,
     fits,
     plausible,
-    quantities,
     sensor_unit,
-    sentences,
-    tokens_of,
     unit_of,
     word_set,
 )
@@ -73,8 +75,8 @@ MAX_MENTIONS = 1000
 """The most mentions one transcript yields; more is a transcript of numbers, not of readings."""
 FUZZY_CUTOFF = 85.0
 """rapidfuzz ratio for a said word to match a description's word ("analyzer" ~ "analyser")."""
-MAX_CODE_WORDS = 4
-"""A code is said in at most this many words ("P.T. 2 01", "PT two oh one")."""
+MAX_CODE_WORDS = 5
+"""A code is said in at most this many words ("P T two oh one", "P.T. 2 01")."""
 MAX_FILLER_WORDS = 4
 FILLER_WORDS = word_set(
     "is was are were 's it's reads read reading readings shows showing showed says at of now "

@@ -8,6 +8,7 @@ on faster-whisper's types or on when its generator runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -56,3 +57,29 @@ class Transcription:
     def text(self) -> str:
         """The whole transcript: segment texts joined in time order."""
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+@dataclass(frozen=True)
+class SpokenReading:
+    """A sensor reading said in a stored transcript, next to the sensor's own reading nearest
+    to when it was said: a row of the ``spoken_readings`` view, as exports list it."""
+
+    start: float
+    end: float
+    """Seconds from the start of the audio (the number and its unit)."""
+    said_at: datetime
+    spoken_text: str
+    spoken_value: float
+    spoken_unit: str | None
+    sensor_code: str | None
+    """None when unattributed, or when its sensor was deleted since."""
+    sensor_unit: str | None
+    value_in_sensor_unit: float | None
+    attribution: str | None
+    sensor_text: str | None
+    match_score: float | None
+    probability: float | None
+    reading_ts: datetime | None
+    reading_value: float | None
+    difference: float | None
+    agrees: bool | None

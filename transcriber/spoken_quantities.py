@@ -1,9 +1,13 @@
 """Numbers and units as people say them and Whisper writes them, read from a transcript's words.
 
 The first half of :mod:`transcriber.mentions` (which attributes what this finds to sensors):
-Whisper's word tokens (`Token`, `tokens_of`), sentences (`sentences`), the quantities said in
-a sentence (`Quantity`, `quantities`) and units through pint (`sensor_unit`, `convert`,
-`plausible`). Pure functions, no database.
+Whisper's word tokens (`Token`, `tokens_of`), sentences (`sentences`) and the quantities said
+in a sentence (`Quantity`, `quantities`); the units said after them, and what they are worth,
+are :mod:`transcriber.spoken_units`'. Pure functions, no database.
+
+faster-whisper cuts a word at its tokens' punctuation: "21.5" arrives as " 21" and ".5", and a
+code as " PT" and "-201". The pieces of a number are put back together (`tokens_of`); a hyphen
+written onto the word before it ("TT-21 degrees", no space) joins and is no minus sign.
 
 A number is digits ("190", "1,200", "-5", "1.5", "190kPa", "45%") or a run of English number
 words read by text2num ("one hundred and ninety", "thirty-two", "a hundred and five", "one
@@ -29,19 +33,25 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
-import pint
 from text_to_num import text2num
 
-from transcriber.results import Segment
+from transcriber.results import Segment, Word
+from transcriber.spoken_units import (
+    ATTACHED_UNITS,
+    DEGREES,
+    MAX_MAGNITUDE,
+    MAX_UNIT_WORDS,
+    PERCENT,
+    UNIT_PHRASES,
+    misheard_unit,
+    word_set,
+)
 
 MAX_SIGNIFICANT_DIGITS = 15
 """More significant digits than a double holds exactly: not a reading."""
-MAX_MAGNITUDE = 1e9
-"""No sensor reads a billion of anything in the units people say."""
 MAX_NUMBER_WORDS = 12
 """The longest run of number words read as one number ("one million two hundred ... and six")."""
 MAX_NUMERAL_CHARS = 40
@@ -53,49 +63,6 @@ MAX_TIME_S = 1e7
 """Words timed outside 0 s to this (about 115 days) are skipped: no time to say them at."""
 SENTENCE_GAP_S = 2.0
 """A pause this long between two segments ends a sentence even without a full stop."""
-
-DEGREES = "degree"
-"""The unit of "degrees" said alone: the attributed sensor's temperature unit, else Celsius."""
-CELSIUS, FAHRENHEIT, PERCENT = "degree_Celsius", "degree_Fahrenheit", "percent"
-
-UNIT_PHRASES: dict[tuple[str, ...], str] = {}
-"""Units as said (lower-case words, punctuation off) → pint unit names. Vocabulary only: what
-each unit is worth is pint's business."""
-
-
-def word_set(text: str) -> frozenset[str]:
-    """The set of the space-separated words of ``text`` (vocabularies written as prose)."""
-    return frozenset(text.split())
-
-
-def _say(unit: str, *phrases: str) -> None:
-    for phrase in phrases:
-        UNIT_PHRASES[tuple(phrase.split())] = unit
-
-
-_say("kilopascal", "kpa", "kilopascal", "kilopascals", "kilo pascal", "kilo pascals")
-_say("kilopascal", "kilo-pascal", "kilo-pascals")
-_say("pascal", "pa", "pascal", "pascals")
-_say("megapascal", "mpa", "megapascal", "megapascals", "mega pascal", "mega pascals")
-_say("psi", "psi", "p.s.i", "psig", "psia", "pound per square inch", "pounds per square inch")
-_say("bar", "bar", "bars", "barg", "bara")
-_say("millibar", "mbar", "millibar", "millibars")
-_say("standard_atmosphere", "atm", "atmosphere", "atmospheres")
-_say(CELSIUS, "°c", "degc", "celsius", "centigrade", "° c", "° celsius", "deg c")
-_say(CELSIUS, "degrees celsius", "degree celsius", "degrees centigrade", "degree centigrade")
-_say(CELSIUS, "degrees c", "degree c")
-_say(FAHRENHEIT, "°f", "degf", "fahrenheit", "° f", "° fahrenheit", "deg f")
-_say(FAHRENHEIT, "degrees fahrenheit", "degree fahrenheit", "degrees f", "degree f")
-_say("kelvin", "kelvin", "kelvins", "degrees kelvin")
-_say(DEGREES, "°", "degree", "degrees", "deg")
-_say(PERCENT, "%", "percent", "per cent", "pct", "%rh", "% rh", "percent rh", "per cent rh", "rh")
-_say(PERCENT, "% relative humidity", "percent relative humidity", "relative humidity")
-_say(PERCENT, "percent humidity", "% humidity", "per cent relative humidity")
-MAX_UNIT_WORDS = max(len(phrase) for phrase in UNIT_PHRASES)
-ATTACHED_UNITS = frozenset(p[0] for p in UNIT_PHRASES if len(p) == 1 and not p[0].isalpha())
-ATTACHED_UNITS |= {"kpa", "psi", "bar", "mbar", "mpa", "barg", "psig"}
-"""What may be glued to digits in one word ("190kPa", "45%", "-5°C"): anything else glued to
-digits makes the word no number at all."""
 
 NUMBER_WORDS = word_set(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -173,6 +140,8 @@ class Token:
     ends_sentence: bool
     ends_clause: bool
     """A sentence end, or a comma, semicolon or colon after the word."""
+    glued: bool = False
+    """Written onto the word before it, with no space ("-201" in " PT", "-201")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +174,13 @@ def _digits(word: str) -> tuple[str, bool]:
 
 
 def _token(
-    segment: int, channel: int, start: float, end: float, word: str, p: float | None
+    segment: int,
+    channel: int,
+    start: float,
+    end: float,
+    word: str,
+    p: float | None,
+    glued: bool = False,
 ) -> Token:
     said = word.strip()
     text, numeric = _digits(said)
@@ -217,7 +192,18 @@ def _token(
     )
     ends_clause = ends_sentence or tail[-1:] in (",", ";", ":")
     return Token(
-        segment, channel, start, end, said, text, low, p, numeric, ends_sentence, ends_clause
+        segment,
+        channel,
+        start,
+        end,
+        said,
+        text,
+        low,
+        p,
+        numeric,
+        ends_sentence,
+        ends_clause,
+        glued,
     )
 
 
@@ -225,16 +211,43 @@ def _timed(start: float, end: float) -> bool:
     return 0.0 <= start <= MAX_TIME_S and 0.0 <= end <= MAX_TIME_S  # NaN fails too
 
 
+_CONTINUED = re.compile(r"[.,][0-9]")
+
+
+def _whole_words(words: Sequence[Word]) -> Iterator[Word]:
+    """Whisper's words with a number's pieces put back together: faster-whisper cuts words at
+    its tokens' leading spaces and punctuation, so "21.5" arrives as " 21" and ".5", and
+    "1,050" as " 1" and ",050" (seen with tiny.en on most decimals and thousands)."""
+    held: Word | None = None
+    for w in words:
+        if (
+            held is not None
+            and _CONTINUED.match(w.word)
+            and held.word.rstrip()[-1:].isdigit()
+            and _timed(w.start, w.end)
+        ):
+            low = [p for p in (held.probability, w.probability) if p is not None]
+            held = Word(held.start, w.end, held.word + w.word, min(low) if low else None)
+            continue
+        if held is not None:
+            yield held
+        held = w
+    if held is not None:
+        yield held
+
+
 def tokens_of(segments: Sequence[Segment]) -> list[Token]:
-    """Every word of ``segments`` in order; a segment without words is split on whitespace, each
-    piece taking the segment's times and no probability."""
+    """Every word of ``segments`` in order, a number cut in pieces joined again
+    (`_whole_words`); a segment without words is split on whitespace, each piece taking the
+    segment's times and no probability."""
     tokens: list[Token] = []
     for index, segment in enumerate(segments):
         if segment.words:
-            for w in segment.words:
+            for n, w in enumerate(_whole_words(segment.words)):
                 if w.word.strip() and _timed(w.start, w.end):
+                    glued = n > 0 and not w.word[:1].isspace()
                     tokens.append(
-                        _token(index, segment.channel, w.start, w.end, w.word, w.probability)
+                        _token(index, segment.channel, w.start, w.end, w.word, w.probability, glued)
                     )
         elif _timed(segment.start, segment.end):
             for piece in segment.text.split():
@@ -261,6 +274,11 @@ def sentences(tokens: Sequence[Token]) -> Iterator[range]:
             start = i + 1
 
 
+KILO = "k"
+"""Glued to digits, the first letter of a unit cut in two ("1040K lapascals"): read only when
+the words after it make a unit with it."""
+
+
 def parse_numeral(text: str) -> tuple[float, str] | None:
     """Digits as written ("190", "-1,200.5", "45%") → (value, unit glued to it, lower-case), or
     None when the word is no number."""
@@ -271,7 +289,7 @@ def parse_numeral(text: str) -> tuple[float, str] | None:
         return None
     sign, whole, fraction, glued = match.groups()
     glued = glued.lower()
-    if glued and glued not in ATTACHED_UNITS:
+    if glued and glued not in ATTACHED_UNITS and glued != KILO:
         return None
     if "," in whole:
         groups = whole.split(",")
@@ -363,13 +381,44 @@ def _unsigned(
     tokens: Sequence[Token], i: int, stop: int, taken: set[int]
 ) -> tuple[float | None, int, str] | None:
     token = tokens[i]
+    if token.glued and token.text[:1] in "-−" and i > 0:
+        # Written onto the word before ("TT-21 degrees", "TT-101-93 degrees"), a hyphen joins
+        # and is no minus: what follows is the number, unless the word before is a number
+        # too ("90-2.4": which one was said is anyone's guess).
+        before = tokens[i - 1]
+        joins = before.text[-1:].isalpha() or (before.glued and before.text[:1] in "-−")
+        if not joins:
+            return None, i, ""
+        token = replace(token, text=token.text[1:])
     if token.numeric and token.text and token.text[0] in "0123456789+-−":
         parsed = parse_numeral(token.text)
         if parsed is None:
             return (None, i, "") if token.text[:1].isdigit() or token.text[1:2].isdigit() else None
+        if not parsed[1]:
+            joined = _and_rest(tokens, i, stop, taken, parsed[0])
+            if joined is not None:
+                return joined
         return parsed[0], i, parsed[1]
     words = _words_number(tokens, i, stop, taken)
     return None if words is None else (words[0], words[1], "")
+
+
+def _and_rest(
+    tokens: Sequence[Token], i: int, stop: int, taken: set[int], hundreds: float
+) -> tuple[float | None, int, str] | None:
+    """Whisper writes "four hundred and twelve" as "400 and 12": whole hundreds (or
+    thousands), "and", then a smaller number make one number (412), as in the words."""
+    scale = 1000.0 if hundreds % 1000 == 0 else 100.0
+    if hundreds < 100 or hundreds % 100 or tokens[i].ends_clause:
+        return None
+    if i + 2 >= stop or i + 1 in taken or i + 2 in taken or tokens[i + 1].low != "and":
+        return None
+    if tokens[i + 1].ends_clause:
+        return None
+    rest = _unsigned(tokens, i + 2, stop, taken)
+    if rest is None or rest[0] is None or not 0 < rest[0] < scale or rest[0] != int(rest[0]):
+        return None
+    return hundreds + rest[0], rest[1], rest[2]
 
 
 def _unit(
@@ -390,7 +439,9 @@ def _unit(
         unit = UNIT_PHRASES.get(tuple(words[:size]))
         if unit is not None:
             return unit, indices[size - 1]
-    return None, last
+    if glued in ATTACHED_UNITS or not words:
+        return None, last
+    return misheard_unit(words, indices, last)
 
 
 def _identifier_before(tokens: Sequence[Token], first: int, start: int) -> bool:
@@ -429,6 +480,9 @@ def quantities(tokens: Sequence[Token], span: range, taken: set[int]) -> list[Qu
             i = last + 1
             continue
         unit, end = _unit(tokens, last, stop, glued, taken)
+        if glued and unit is None:
+            i = last + 1
+            continue  # "190k": a thousands shorthand, or a unit cut in two that is no unit
         first, after = i, end + 1
         i = after
         before = tokens[first - 1].low if first > span.start else ""
@@ -476,64 +530,3 @@ def _ranges(tokens: Sequence[Token], span: range, found: list[Quantity]) -> list
         ):
             found[n] = Quantity(low.first, low.last, low.value, high.unit, False)
     return found
-
-
-@cache
-def registry() -> pint.UnitRegistry[float]:
-    """One pint registry per process (building one takes a fraction of a second)."""
-    return pint.UnitRegistry(cache_folder=None)
-
-
-@cache
-def unit_of(name: str) -> pint.Unit:
-    """A pint unit by name; `DEGREES` is Celsius (callers resolve it first where they can)."""
-    return registry().Unit(CELSIUS if name == DEGREES else name)
-
-
-_SENSOR_UNITS = {"c": CELSIUS, "deg c": CELSIUS, "f": FAHRENHEIT, "deg f": FAHRENHEIT}
-"""Sensor units that, written alone, pint reads otherwise (C is a coulomb to pint)."""
-
-
-@cache
-def sensor_unit(text: str) -> pint.Unit | None:
-    """A sensor's unit as the sensor data writes it ("°C", "kPa", "%RH") as a pint unit, or
-    None when it is no unit pint knows. Humidity's "%RH" is a percentage."""
-    cleaned = unicodedata.normalize("NFKC", text).strip()
-    said = _SENSOR_UNITS.get(cleaned.lower()) or UNIT_PHRASES.get(tuple(cleaned.lower().split()))
-    if said is not None:
-        return unit_of(said)
-    if not cleaned or len(cleaned) > 32:
-        return None
-    try:
-        return registry().parse_units(cleaned)
-    except Exception:  # pint raises several types for what it cannot read
-        return None
-
-
-def fits(unit: str, target: pint.Unit) -> bool:
-    """Whether a quantity said in ``unit`` can be a reading of a sensor in ``target``."""
-    return bool(unit_of(unit).dimensionality == target.dimensionality)
-
-
-def plausible(value: float, unit: pint.Unit) -> bool:
-    """Finite, within `MAX_MAGNITUDE`, a temperature not below absolute zero, a percentage
-    from 0 to 100."""
-    if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
-        return False
-    if unit == unit_of(PERCENT):
-        return 0.0 <= value <= 100.0
-    if unit.dimensionality == unit_of(CELSIUS).dimensionality:
-        kelvin = registry().Quantity(value, unit).to("kelvin").magnitude
-        return bool(kelvin >= 0.0)
-    return True
-
-
-def convert(value: float, unit: pint.Unit, target: pint.Unit) -> float | None:
-    """``value`` in ``unit`` expressed in ``target`` by pint (offsets included), to 12
-    significant digits; None when it does not convert or the result is not plausible."""
-    try:
-        result = float(registry().Quantity(value, unit).to(target).magnitude)
-    except pint.PintError:
-        return None
-    result = float(f"{result:.12g}")
-    return result if plausible(result, target) else None

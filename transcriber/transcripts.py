@@ -4,7 +4,13 @@
 readings said in it (``transcript_mentions``, found by :func:`transcriber.mentions.extract`)
 in the caller's transaction, replacing whatever an earlier run of the same job wrote, so that
 a job that runs twice (a redelivered message, a retry) still ends with exactly one transcript,
-and its mentions always come from its own text.
+and its mentions always come from its own text. :func:`save_mentions` is the one writer of
+mentions, for a job's save and for ``transcriber mentions rebuild``
+(:mod:`transcriber.mention_rebuild`) alike.
+
+Back out: :func:`load_transcription` (a job's transcript), :func:`stored_segments` (a
+transcript's segments and words as extraction reads them) and :func:`load_spoken_readings`
+(its mentions next to the sensors' readings, for exports).
 """
 
 from __future__ import annotations
@@ -13,12 +19,23 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Text,
+    column,
+    delete,
+    insert,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from transcriber.config import ReadingTolerance
-from transcriber.mentions import FacilitySensor, extract
-from transcriber.results import Segment, Transcription, Word
+from transcriber.mentions import FacilitySensor, Mention, extract
+from transcriber.results import Segment, SpokenReading, Transcription, Word
 from transcriber.schema import (
     AudioObject,
     Sensor,
@@ -27,6 +44,7 @@ from transcriber.schema import (
     TranscriptMention,
     TranscriptSegment,
     TranscriptWord,
+    UTCDateTime,
 )
 
 
@@ -77,7 +95,7 @@ def save_transcription(
         ]
         if words:
             session.execute(insert(TranscriptWord), words)
-        _save_mentions(session, transcript_id, audio, segments, segment_ids, tolerances or {})
+        save_mentions(session, transcript_id, audio, segments, segment_ids, tolerances or {})
     session.execute(
         update(TranscriptionJob)
         .where(TranscriptionJob.id == job_id)
@@ -91,16 +109,18 @@ def save_transcription(
     return transcript_id
 
 
-def _save_mentions(
+def save_mentions(
     session: Session,
     transcript_id: int,
     audio: AudioObject,
     segments: Sequence[Segment],
     segment_ids: Sequence[int],
     tolerances: Mapping[str, ReadingTolerance],
-) -> None:
-    """The readings said in ``segments`` (as stored: ``segment_ids`` in the same order),
-    attributed to the sensors of the audio's facility; unattributed where it has none."""
+) -> list[Mention]:
+    """Write the readings said in ``segments`` (as stored: ``segment_ids`` in the same order),
+    attributed to the sensors the audio's facility has now (unattributed where it has none),
+    and return them. The transcript must have no mentions yet: a job's save writes a new
+    transcript, :mod:`transcriber.mention_rebuild` deletes them first."""
     sensors = [
         FacilitySensor(row.id, row.code, row.kind, row.unit, row.description)
         for row in session.execute(
@@ -113,7 +133,7 @@ def _save_mentions(
         segments, sensors, recorded_at=audio.recorded_at, own_sensor_id=audio.sensor_id
     )
     if not mentions:
-        return
+        return mentions
     kinds = {sensor.id: sensor.kind.strip().lower() for sensor in sensors}
     rows = []
     for idx, m in enumerate(mentions):
@@ -143,6 +163,7 @@ def _save_mentions(
             }
         )
     session.execute(insert(TranscriptMention), rows)
+    return mentions
 
 
 def _segment_row(transcript_id: int, idx: int, s: Segment, at: Any) -> dict[str, Any]:
@@ -179,16 +200,33 @@ def load_transcription(session: Session, job_id: int) -> Transcription | None:
     if transcript is None:
         return None
     job = session.get_one(TranscriptionJob, job_id)
+    _, segments = stored_segments(session, transcript.id)
+    return Transcription(
+        language=transcript.language,
+        language_probability=transcript.language_probability,
+        duration_s=transcript.duration_s,
+        segments=segments,
+        model=transcript.model,
+        processing_s=transcript.processing_s,
+        options=dict(job.options or {}),
+        device=job.device,
+        compute_type=job.compute_type,
+    )
+
+
+def stored_segments(session: Session, transcript_id: int) -> tuple[list[int], tuple[Segment, ...]]:
+    """The stored segments of transcript ``transcript_id`` in order, with their words, and
+    their ids in the same order (what :func:`save_mentions` takes)."""
     rows = session.scalars(
         select(TranscriptSegment)
-        .where(TranscriptSegment.transcript_id == transcript.id)
+        .where(TranscriptSegment.transcript_id == transcript_id)
         .order_by(TranscriptSegment.idx)
     ).all()
     words: dict[int, list[Word]] = {}
     for word in session.scalars(
         select(TranscriptWord)
         .join(TranscriptSegment)
-        .where(TranscriptSegment.transcript_id == transcript.id)
+        .where(TranscriptSegment.transcript_id == transcript_id)
         .order_by(TranscriptWord.segment_id, TranscriptWord.idx)
     ):
         words.setdefault(word.segment_id, []).append(
@@ -207,14 +245,62 @@ def load_transcription(session: Session, job_id: int) -> Transcription | None:
         )
         for row in rows
     )
-    return Transcription(
-        language=transcript.language,
-        language_probability=transcript.language_probability,
-        duration_s=transcript.duration_s,
-        segments=segments,
-        model=transcript.model,
-        processing_s=transcript.processing_s,
-        options=dict(job.options or {}),
-        device=job.device,
-        compute_type=job.compute_type,
+    return [row.id for row in rows], segments
+
+
+# The spoken_readings view (migration 0005) as far as exports read it; typed, so that both
+# dialects give back aware datetimes and booleans (SQLite stores UTC text and 0/1).
+_SPOKEN_READINGS = table(
+    "spoken_readings",
+    column("mention_id", BigInteger()),
+    column("job_id", BigInteger()),
+    column("said_at", UTCDateTime()),
+    column("spoken_text", Text()),
+    column("spoken_value", Double()),
+    column("spoken_unit", Text()),
+    column("sensor_code", Text()),
+    column("sensor_unit", Text()),
+    column("value_in_sensor_unit", Double()),
+    column("attribution", Text()),
+    column("sensor_text", Text()),
+    column("match_score", Double()),
+    column("probability", Double()),
+    column("reading_ts", UTCDateTime()),
+    column("reading_value", Double()),
+    column("difference", Double()),
+    column("agrees", Boolean()),
+)
+
+
+def load_spoken_readings(session: Session, job_id: int) -> list[SpokenReading]:
+    """The readings said in job ``job_id``'s stored transcript, in the order said, each next
+    to its sensor's nearest reading (the ``spoken_readings`` view); [] when it has none."""
+    view = _SPOKEN_READINGS.c
+    rows = session.execute(
+        select(_SPOKEN_READINGS, TranscriptMention.start_s, TranscriptMention.end_s)
+        .join(TranscriptMention, TranscriptMention.id == view.mention_id)
+        .where(view.job_id == job_id)
+        .order_by(TranscriptMention.idx)
     )
+    return [
+        SpokenReading(
+            start=row.start_s,
+            end=row.end_s,
+            said_at=row.said_at,
+            spoken_text=row.spoken_text,
+            spoken_value=row.spoken_value,
+            spoken_unit=row.spoken_unit,
+            sensor_code=row.sensor_code,
+            sensor_unit=row.sensor_unit,
+            value_in_sensor_unit=row.value_in_sensor_unit,
+            attribution=row.attribution,
+            sensor_text=row.sensor_text,
+            match_score=row.match_score,
+            probability=row.probability,
+            reading_ts=row.reading_ts,
+            reading_value=row.reading_value,
+            difference=row.difference,
+            agrees=row.agrees,
+        )
+        for row in rows
+    ]

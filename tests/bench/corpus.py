@@ -361,6 +361,26 @@ class TermNote:
     codes: tuple[str, ...]
 
 
+def two_voices(n: int, text: str) -> tuple[str, bytes]:
+    """``text`` spoken by flite (voice ``slt``) for even ``n``, espeak-ng (``en-us``) for odd:
+    (the voice's name, 16 kHz mono 16-bit WAV). Needs ``flite``, ``espeak-ng`` and ``sox``."""
+    if n % 2 == 0:
+        name, voice = "flite slt", ["flite", "-voice", "slt", "-t", text, "-o", "/dev/stdout"]
+    else:
+        name, voice = "espeak-ng en-us", ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", text]
+    raw = subprocess.run(voice, capture_output=True, check=True).stdout
+    # Both voices to 16 kHz mono 16-bit, as a recorder would store them. sox, not pydub:
+    # espeak-ng speaks at 22.05 kHz, and pydub resamples by linear interpolation with no
+    # low-pass filter (audioop.ratecv).
+    wav = subprocess.run(
+        ["sox", "-t", "wav", "-", "-t", "wav", "-r", "16000", "-c", "1", "-b", "16", "-"],
+        input=raw,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return name, wav
+
+
 def term_notes(count: int, *, prefix: str, seed: int = 3) -> list[TermNote]:
     """``count`` notes that name houston-bay's sensors, by code, by code and description, or
     by description alone, in turn; flite (voice ``slt``) and espeak-ng (``en-us``) in turn,
@@ -375,20 +395,7 @@ def term_notes(count: int, *, prefix: str, seed: int = 3) -> list[TermNote]:
         named = (f"{code}", f"The {description} on {code}", f"The {description}")[n % 3]
         text = f"{named} {reading}. {follow_up}".strip()
         said = text.replace(code, spelled)
-        if n % 2 == 0:
-            voice = ["flite", "-voice", "slt", "-t", said, "-o", "/dev/stdout"]
-        else:
-            voice = ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", said]
-        raw = subprocess.run(voice, capture_output=True, check=True).stdout
-        # Both voices to 16 kHz mono 16-bit, as a recorder would store them. sox, not pydub:
-        # espeak-ng speaks at 22.05 kHz, and pydub resamples by linear interpolation with no
-        # low-pass filter (audioop.ratecv).
-        wav = subprocess.run(
-            ["sox", "-t", "wav", "-", "-t", "wav", "-r", "16000", "-c", "1", "-b", "16", "-"],
-            input=raw,
-            capture_output=True,
-            check=True,
-        ).stdout
+        _, wav = two_voices(n, said)
         info = soundfile.info(io.BytesIO(wav))
         clip = Clip(f"{prefix}/{n:04d}.wav", wav, info.duration, "wav", 16000, 1)
         notes.append(TermNote(clip, text, (code,) if code in named else ()))

@@ -13,6 +13,10 @@
 - :mod:`tests.support.reliability`: the fault marker's report (``figures``,
   ``--reliability-report``).
 - :mod:`tests.support.poison_worker`: a Celery app whose decoder kills its process.
+- :mod:`tests.support.transcripts`: segments with word timings as Whisper gives them
+  (``whisper_segment``), for the tests that save transcripts and their readings said.
+- :mod:`tests.support.demo_notes`: the demo's voice notes, what each says (the demo test's
+  expectations), and how they are made and checked (``make demo-notes``).
 
 The fixture modules are pytest plugins, registered once in ``tests/conftest.py``
 (``pytest_plugins``): a test asks for a fixture by name and imports nothing for it. Plain
