@@ -10,14 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from tests.support.databases import create_job
 from transcriber import jobs
 from transcriber.config import Settings
 from transcriber.errors import LeaseLost
-from transcriber.schema import TranscriptionJob
+from transcriber.schema import AudioObject, TranscriptionJob
 
 SETTINGS = Settings(max_attempts=3, requeue_after_seconds=600)
 HOST = socket.gethostname()
@@ -271,3 +271,70 @@ def test_workers_racing_for_one_job_at_the_same_instant_give_it_to_one(db: Engin
     assert len(winners) == 1
     job = _get(db, job_id)
     assert (job.status, job.attempts, job.lease_owner) == ("running", 1, winners[0].owner)
+
+
+def test_sweeper_publishes_the_longest_waiting_first_a_batch_at_a_time(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "SWEEP_BATCH", 3)
+    waiting = [_job(db) for _ in range(5)]
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    # Queued in the opposite order of their ids; the two oldest queued at the same instant.
+    for n, job_id in enumerate(reversed(waiting)):
+        _set(db, job_id, queued_at=long_ago + timedelta(minutes=max(n, 1)))
+    expired = _job(db)
+    _set(
+        db,
+        expired,
+        status="running",
+        lease_owner=ALICE,
+        lease_expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    published: list[int] = []
+    # The three that waited longest, oldest first (a tie by id), and every running job whose
+    # lease expired, whatever the batch.
+    first = jobs.sweep(db, SETTINGS, published.extend)
+    assert first == [waiting[3], waiting[4], waiting[2], expired]
+    # Their clocks restarted: the next sweep takes the two that still wait.
+    assert jobs.sweep(db, SETTINGS, published.extend) == [waiting[1], waiting[0], expired]
+    assert jobs.sweep(db, SETTINGS, published.extend) == [expired]
+    assert published == [*first, waiting[1], waiting[0], expired, expired]
+
+
+def test_a_claim_takes_short_first_attempts_oldest_first(db: Engine) -> None:
+    job_ids = [_job(db) for _ in range(7)]
+    now = datetime.now(UTC)
+    # Queued in the opposite order of their ids, two of them at the same instant.
+    for n, job_id in enumerate(reversed(job_ids)):
+        _set(db, job_id, queued_at=now - timedelta(minutes=10 - max(n, 1)))
+    retried, big, long, running = job_ids[4], job_ids[3], job_ids[2], job_ids[1]
+    _set(db, retried, attempts=1)
+    _set(db, running, status="running", lease_owner=ALICE, lease_expires_at=now)
+    with db.begin() as conn:
+        for job_id, values in ((big, {"size_bytes": 5000}), (long, {"duration_s": 40.0})):
+            audio = select(TranscriptionJob.audio_object_id).where(TranscriptionJob.id == job_id)
+            conn.execute(
+                update(AudioObject).where(AudioObject.id == audio.scalar_subquery()).values(values)
+            )
+
+    def claim(limit: int) -> list[int]:
+        leases = jobs.claim(db, BOB, limit, max_bytes=2000, max_seconds=28.0)
+        assert all(lease.attempt == 1 for lease in leases)
+        return [lease.job_id for lease in leases]
+
+    # The two oldest were queued at the same instant: the lower id first.
+    assert claim(1) == [job_ids[5]]
+    assert claim(1) == [job_ids[6]]
+    # Not a retried job, an object too big or known too long, or a running job.
+    assert claim(5) == [job_ids[0]]
+    assert _get(db, retried).status == "queued"
+
+
+def test_jobs_are_listed_newest_first_by_status(db: Engine) -> None:
+    job_ids = [_job(db) for _ in range(6)]
+    for job_id in job_ids[1::2]:
+        _set(db, job_id, status="succeeded")
+    assert [j.id for j in jobs.list_jobs(db, "succeeded", 2)] == [job_ids[5], job_ids[3]]
+    assert [j.id for j in jobs.list_jobs(db, "queued")] == job_ids[4::-2]
+    assert [j.id for j in jobs.list_jobs(db, limit=3)] == job_ids[:2:-1]
+    assert jobs.list_jobs(db, "failed") == []

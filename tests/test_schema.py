@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -10,6 +11,8 @@ from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from transcriber import migrate
+from transcriber.db import make_engine
 from transcriber.schema import (
     AudioObject,
     Facility,
@@ -333,3 +336,132 @@ def test_timestamps_round_trip_as_aware_utc(db: Engine) -> None:
         audio = session.get_one(AudioObject, scene.audio_id)
     assert audio.recorded_at == RECORDED_AT
     assert audio.recorded_at.utcoffset() == timedelta(0)
+
+
+# --- transcript_segments.facility_id (migration 0006) ----------------------------------------
+
+SEGMENT_READINGS_ALL = (
+    "SELECT segment_id, transcript_id, job_id, audio_object_id, facility_id, facility_code, "
+    "channel, starts_at, ends_at, text, sensor_id, sensor_code, sensor_kind, sensor_unit, "
+    "reading_ts, reading_value, offset_s FROM {view}"
+)
+
+
+def _old_view(conn: Connection) -> None:
+    """segment_readings as 0001 made it (the facility through the audio object), beside the
+    new one, as ``segment_readings_0001``."""
+    migration = importlib.import_module("transcriber.migrations.versions.0006_segment_facility")
+    sql = migration.OLD_SEGMENT_READINGS[conn.dialect.name]
+    conn.execute(text("DROP VIEW IF EXISTS segment_readings_0001"))
+    conn.execute(text(sql.replace("VIEW segment_readings AS", "VIEW segment_readings_0001 AS")))
+
+
+def _answers(conn: Connection, view: str) -> list[tuple[object, ...]]:
+    return sorted(
+        (tuple(row) for row in conn.execute(text(SEGMENT_READINGS_ALL.format(view=view)))),
+        key=repr,
+    )
+
+
+def test_segment_readings_answers_as_before_the_facility_moved_to_segments(db: Engine) -> None:
+    scene = _seed(db)
+    with Session(db) as session, session.begin():
+        # Another facility's audio, and an object moved to another facility after it was
+        # transcribed (a placement fixed by hand): the segments follow it.
+        other = session.get_one(Facility, scene.other_facility_id)
+        moved = _audio(session, "plant-a/PT-1/20260314T100500.wav", other, etag="e2")
+        _transcript(session, moved, [(0.0, 3.0, "moved to plant b")])
+        session.execute(
+            update(AudioObject)
+            .where(AudioObject.id == moved.id)
+            .values(facility_id=scene.facility_id)
+        )
+    with db.begin() as conn:
+        _old_view(conn)
+        new = _answers(conn, "segment_readings")
+        old = _answers(conn, "segment_readings_0001")
+        conn.execute(text("DROP VIEW segment_readings_0001"))
+    assert len(new) > 50
+    assert new == old
+
+
+def test_segment_facility_is_kept_by_the_database(db: Engine) -> None:
+    scene = _seed(db)
+
+    def facilities() -> dict[int, int | None]:
+        with Session(db) as session:
+            rows = session.execute(select(TranscriptSegment.id, TranscriptSegment.facility_id))
+            return {row.id: row.facility_id for row in rows}
+
+    # Written without it: each segment took its audio object's facility (NULL for none).
+    got = facilities()
+    assert {got[i] for i in scene.segment_ids} == {scene.facility_id}
+    assert None in got.values()
+    # The object placed again: its segments follow, the others stay.
+    with db.begin() as conn:
+        conn.execute(
+            update(AudioObject)
+            .where(AudioObject.id == scene.audio_id)
+            .values(facility_id=scene.other_facility_id)
+        )
+    after = facilities()
+    assert {after[i] for i in scene.segment_ids} == {scene.other_facility_id}
+    assert {k: v for k, v in after.items() if k not in scene.segment_ids} == {
+        k: v for k, v in got.items() if k not in scene.segment_ids
+    }
+    # The facility deleted: NULL, as on the audio object, and the segments stay.
+    with db.begin() as conn:
+        conn.execute(delete(Facility).where(Facility.id == scene.other_facility_id))
+    final = facilities()
+    assert set(final) == set(got)
+    assert {final[i] for i in scene.segment_ids} == {None}
+
+
+def test_upgrade_fills_the_facility_of_segments_there_are(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url, "0005")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO facilities (code, name) VALUES ('plant-a', 'A')"))
+            facility = conn.execute(text("SELECT id FROM facilities")).scalar_one()
+            audio = conn.execute(
+                text(
+                    "INSERT INTO audio_objects (bucket, key, version_id, etag, size_bytes, "
+                    "facility_id, recorded_at, recorded_at_source, metadata, first_seen_at) "
+                    "VALUES ('b', 'k', '', 'e', 1, :f, :at, 'key', '{}', :at) RETURNING id"
+                ),
+                {"f": facility, "at": RECORDED_AT},
+            ).scalar_one()
+            job = conn.execute(
+                text(
+                    "INSERT INTO transcription_jobs (audio_object_id, status, attempts, options, "
+                    "queued_at) VALUES (:a, 'succeeded', 1, '{}', :at) RETURNING id"
+                ),
+                {"a": audio, "at": RECORDED_AT},
+            ).scalar_one()
+            transcript = conn.execute(
+                text(
+                    "INSERT INTO transcripts (job_id, audio_object_id, duration_s, text, model, "
+                    "created_at) VALUES (:j, :a, 1, 'hello', 'tiny.en', :at) RETURNING id"
+                ),
+                {"j": job, "a": audio, "at": RECORDED_AT},
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO transcript_segments (transcript_id, idx, channel, start_s, end_s, "
+                    "starts_at, ends_at, text) VALUES (:t, 0, 0, 0, 1, :at, :at, 'hello')"
+                ),
+                {"t": transcript, "at": RECORDED_AT},
+            )
+        migrate.upgrade(empty_db_url)
+        with engine.connect() as conn:
+            filled = conn.execute(text("SELECT facility_id FROM transcript_segments")).scalar()
+            # The full-text index still follows the table (SQLite's triggers made again).
+            conn.execute(text("UPDATE transcript_segments SET text = 'pressure valve'"))
+            hits = _search(conn, "valve")
+        assert filled == facility
+        assert len(hits) == 1
+        migrate.downgrade(empty_db_url, "0005")
+        migrate.upgrade(empty_db_url)
+    finally:
+        engine.dispose()

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, column, func, select, update
+from sqlalchemy import table as table_clause
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,16 @@ from transcriber.schema import JOB_STATUSES, AudioObject, TranscriptionJob
 LEASE_SECONDS = 60
 RENEW_EVERY_SECONDS = 15
 MAX_ERROR_MESSAGE = 2000
+# The most queued jobs one sweep publishes again, the longest waiting first. A queue of a
+# million jobs holds hundreds of thousands that waited longer than REQUEUE_AFTER_SECONDS only
+# because the queue is long: publishing them all at every sweep flooded the broker with copies,
+# and their one UPDATE took seconds, or failed (over 65,535 ids are more parameters than
+# PostgreSQL takes). At that size a sweep of 200 (a minute) takes about 6 ms, 12 at p95; one
+# of 500 took 10, and over 50 now and then (tests/bench/jobs_at_size.py). What the cap costs:
+# after a broker lost every message, the queue is published again 200 jobs a minute, not at
+# once; but a worker that takes one of them claims up to PACK_MAX_CLIPS - 1 more short queued
+# jobs straight from the database, message or not.
+SWEEP_BATCH = 200
 
 Publish = Callable[[Sequence[int]], None]
 
@@ -373,25 +384,31 @@ def retry(
 
 def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
     """Publish again the jobs the queue seems to have lost: ``queued`` for longer than
-    ``REQUEUE_AFTER_SECONDS`` without a worker starting them, and ``running`` with an expired
-    lease or held by a process of this host that no longer runs (their worker died).
-    Publishing twice is harmless: only one worker gets the lease."""
+    ``REQUEUE_AFTER_SECONDS`` without a worker starting them (the :data:`SWEEP_BATCH` that
+    waited longest), and ``running`` with an expired lease or held by a process of this host
+    that no longer runs (their worker died). Publishing twice is harmless: only one worker
+    gets the lease."""
     now = utc_now()
     table = TranscriptionJob
-    stale = (table.status == "queued") & (
-        table.queued_at < now - timedelta(seconds=settings.requeue_after_seconds)
-    )
-    abandoned = (table.status == "running") & (table.lease_expires_at < now)
-    with engine.begin() as conn:
-        ids = list(conn.execute(select(table.id).where(stale | abandoned)).scalars())
-        # A holder that died on this host need not wait for its lease to expire: its task
-        # message may be gone too (a broker restarted without persistence).
-        held = conn.execute(
-            select(table.id, table.lease_owner).where(
-                table.status == "running", table.lease_expires_at >= now
-            )
+    stale = (
+        select(table.id)
+        .where(
+            table.status == "queued",
+            table.queued_at < now - timedelta(seconds=settings.requeue_after_seconds),
         )
-        ids += [job_id for job_id, holder in held if _owner_is_dead(holder)]
+        .order_by(table.queued_at, table.id)
+        .limit(SWEEP_BATCH)
+    )
+    with engine.begin() as conn:
+        ids = list(conn.execute(stale).scalars())
+        # Running jobs are as many as the workers hold (PACK_MAX_CLIPS each at most), so all
+        # of them are read. A holder that died on this host need not wait for its lease to
+        # expire: its task message may be gone too (a broker restarted without persistence).
+        running = conn.execute(
+            select(table.id, table.lease_owner, table.lease_expires_at).where(
+                table.status == "running"
+            )
+        ).all()
         if ids:
             # Restart the clock, so the next sweep does not publish them again at once.
             conn.execute(
@@ -399,6 +416,11 @@ def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
                 .where(table.id.in_(ids), table.status == "queued")
                 .values(queued_at=now)
             )
+    ids += [
+        job_id
+        for job_id, holder, expires in running
+        if expires is not None and (expires < now or _owner_is_dead(holder))
+    ]
     if ids:
         publish(ids)
     return ids
@@ -410,12 +432,21 @@ class QueueStatus:
     oldest_queued_at: datetime | None
 
 
+# PostgreSQL keeps the jobs per status as signed deltas, written by triggers as jobs change
+# (migration 0007): their sum is the count, read in well under a millisecond where counting a
+# million queued jobs takes tens of milliseconds.
+_COUNTS = table_clause("transcription_job_counts", column("status"), column("delta"))
+
+
 def status(engine: Engine) -> QueueStatus:
     """Jobs per status and the oldest queued job's time."""
     table = TranscriptionJob
+    if engine.dialect.name == "postgresql":
+        per_status = select(_COUNTS.c.status, func.sum(_COUNTS.c.delta)).group_by(_COUNTS.c.status)
+    else:
+        per_status = select(table.status, func.count()).group_by(table.status)
     with engine.connect() as conn:
-        grouped = conn.execute(select(table.status, func.count()).group_by(table.status))
-        counts: dict[str, int] = dict(grouped.all())
+        counts = {name: int(count) for name, count in conn.execute(per_status)}
         oldest = conn.execute(
             select(func.min(table.queued_at)).where(table.status == "queued")
         ).scalar()

@@ -17,7 +17,8 @@ from transcriber.errors import NotMigrated
 
 # Objects the migrations create by hand on one dialect and the models do not describe;
 # autogenerate must neither report nor drop them.
-_DIALECT_ONLY_TABLE_PREFIX = "transcript_segments_fts"
+# (SQLite's full-text tables; PostgreSQL's jobs per status, kept by triggers.)
+_DIALECT_ONLY_TABLE_PREFIXES = ("transcript_segments_fts", "transcription_job_counts")
 _DIALECT_ONLY_COLUMNS = {("transcript_segments", "text_search")}
 _DIALECT_ONLY_INDEXES = {"ix_transcript_segments_text_search"}
 
@@ -26,7 +27,7 @@ def include_name(
     name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
 ) -> bool:
     """Alembic's ``include_name`` hook: leave out the dialect-only objects."""
-    if type_ == "table" and name and name.startswith(_DIALECT_ONLY_TABLE_PREFIX):
+    if type_ == "table" and name and name.startswith(_DIALECT_ONLY_TABLE_PREFIXES):
         return False
     if type_ == "column" and (parent_names.get("table_name"), name) in _DIALECT_ONLY_COLUMNS:
         return False

@@ -3,9 +3,10 @@
 The tables are the product's public interface (users query them directly), so their names
 and columns change only on purpose, through a migration in ``migrations/``. Objects that
 exist on one dialect only, or that SQLAlchemy does not model — the PostgreSQL ``tsvector``
-column and its GIN index, the SQLite FTS5 table and its triggers, and the views
-(``segment_readings``, ``latest_transcripts``, ``spoken_readings``) — live in the migrations
-alone (``migrations/versions``).
+column and its GIN index, the SQLite FTS5 table and its triggers, the PostgreSQL
+``transcription_job_counts`` table and its triggers (jobs per status, see
+:func:`transcriber.jobs.status`), and the views (``segment_readings``, ``latest_transcripts``,
+``spoken_readings``) — live in the migrations alone (``migrations/versions``).
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ class TranscriptionJob(Base):
         CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         Index(None, "status", "queued_at"),
+        # The newest jobs of one status (`celery -A workers transcriber jobs --status`), and
+        # the running jobs the sweeper checks.
+        Index(None, "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -251,10 +255,18 @@ class TranscriptSegment(Base):
     ``ends_at`` are wall-clock (``recorded_at`` + offset), so segments join to readings."""
 
     __tablename__ = "transcript_segments"
-    __table_args__ = (UniqueConstraint("transcript_id", "idx"),)
+    __table_args__ = (
+        UniqueConstraint("transcript_id", "idx"),
+        Index(None, "facility_id", "starts_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"))
+    facility_id: Mapped[int | None] = mapped_column(
+        ForeignKey("facilities.id", ondelete="SET NULL")
+    )
+    """The audio object's facility, copied so that a facility's segments are one index range
+    (``segment_readings``); kept equal by a trigger when the object's facility changes."""
     idx: Mapped[int] = mapped_column(Integer)
     channel: Mapped[int] = mapped_column(Integer, server_default="0")
     start_s: Mapped[float] = mapped_column(Double)

@@ -24,6 +24,7 @@ BENCHMARKS = [
     "spoken_readings",
     "packing",
     "sql_at_size",
+    "jobs_at_size",
 ]
 OUTPUT = Path(__file__).parents[2] / "docs" / "benchmarks.md"
 

@@ -11,7 +11,7 @@ the targets apply to) and as a client sees them (execute and fetch every row):
 1. full-text search in the documented form (``text_search @@ websearch_to_tsquery('english',
    …)``): the 20 newest segments that mention a word, with their object key;
 2. the README's ``segment_readings`` query for one facility and one day, and again with
-   PostgreSQL's default ``jit = on``, as it ran before migration 0004 turned JIT off.
+   the view as it was before migration 0006, on the same data; and by ``facility_id``.
 
 ``quick`` uses a tenth of the sizes.
 """
@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from tests.bench.sql_findings import BEFORE_0006_VIEW, findings
 from tests.support.databases import POSTGRES_URL, DatabaseFactory
 from transcriber import migrate
 
@@ -38,7 +39,7 @@ FTS_TARGET_MS = 50.0
 SEGMENT_READINGS_TARGET_MS = 100.0
 RUNS = 50
 WARMUP_RUNS = 5
-JIT_RUNS = 20  # runs of the comparison with JIT on, about a second each
+BEFORE_RUNS = 20  # runs of the comparison with the view before 0006
 
 FACILITY_COUNT = 20
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -63,6 +64,11 @@ WHERE facility_code = %(facility)s
   AND starts_at >= %(day)s AND starts_at < %(next_day)s
 ORDER BY starts_at, sensor_code, reading_ts
 """
+# The same by the facility's id, as a program that knows it would ask.
+SEGMENT_READINGS_BY_ID_QUERY = SEGMENT_READINGS_QUERY.replace(
+    "facility_code = %(facility)s",
+    "facility_id = (SELECT id FROM facilities WHERE code = %(facility)s)",
+)
 
 # What users search for: common words (a few percent of segments), middling ones, rare ones
 # (names, brands, chemicals: about 0.1 %), two-word and phrase searches.
@@ -544,9 +550,9 @@ SEGMENTS_INSERT = f"""
 WITH v AS (
     SELECT {", ".join(f"%({name})s::text[] AS {name}" for name in VOCABULARY)}
 )
-INSERT INTO transcript_segments (transcript_id, idx, channel, start_s, end_s, starts_at,
-    ends_at, text, avg_logprob, no_speech_prob, compression_ratio)
-SELECT a.id, k, 0, x.start_s, x.end_s,
+INSERT INTO transcript_segments (transcript_id, facility_id, idx, channel, start_s, end_s,
+    starts_at, ends_at, text, avg_logprob, no_speech_prob, compression_ratio)
+SELECT a.id, a.facility_id, k, 0, x.start_s, x.end_s,
     a.recorded_at + x.start_s * interval '1 second',
     a.recorded_at + x.end_s * interval '1 second',
     {SEGMENT_TEXT},
@@ -596,54 +602,6 @@ WHERE c.relname = ANY(%(tables)s)
       WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid
   )
 """
-
-
-# What the first full-size runs found and what was done about it. Static text: the figures
-# were measured while this benchmark was written (2026-11-23, the 2-core machine above, with
-# other benchmarks running beside it), and the table above repeats the comparison live.
-FINDINGS = [
-    "**Full-text search** met its target from the first run, with no change: for a common "
-    "word the planner walks `ix_transcript_segments_starts_at` backwards and stops at the "
-    "20th match; for a rare one (1,300–1,700 matches of a million) it reads the GIN index and "
-    "sorts the matches, 5–25 ms. Two-word searches of rare words are the slowest.",
-    "",
-    "**`segment_readings` before migration 0004** (PostgreSQL's default `jit = on`): database "
-    "p50 1,317 ms and p95 1,794 ms at full size (20 runs; 821–889 ms p50 in a quieter "
-    "moment), client p50 1.3–1.5 s. `EXPLAIN (ANALYZE, BUFFERS)` showed a good plan (the "
-    "day's segments by `ix_transcript_segments_starts_at`, one primary-key probe into "
-    "`sensor_readings` per segment and sensor, an incremental sort) and under it `JIT: "
-    "Functions: 80 … Inlining 101 ms, Optimization 426 ms, Emission 278 ms`: at a tenth of "
-    "the size, 810 of 933 ms were spent compiling the query. The cause is the estimate of the "
-    "readings in a segment's window: two inequalities against another table's columns get "
-    "PostgreSQL's default selectivity of one third each, so it expects 5,556 readings per "
-    "segment and sensor where there are about 10, and 83 million rows where there are "
-    "157,000. The cost (20 million) is far over `jit_above_cost` (100,000) and the inlining "
-    "and optimization thresholds (500,000).",
-    "",
-    "**Tried, not kept:** (1) the readings as a `LATERAL` subquery fenced with `OFFSET 0`, "
-    "which PostgreSQL estimates as a range (0.5 % of a sensor's readings): 25 per window "
-    "instead of 556 at a tenth of the size, still costed over 700,000, so still compiled; and "
-    "an exact estimate would still leave ~15,000 index probes, over 100,000. (2) A covering "
-    "index `(sensor_id, ts) INCLUDE (value)` for index-only probes: no difference that stood "
-    "out of the noise, for 40 % more index on the largest table and slower loads. (3) Plans "
-    "without parallel workers or hash joins: no steady gain.",
-    "",
-    "**Fix:** migration 0004 sets `jit = off` for the database (`ALTER DATABASE`, as its "
-    "owner; a role that is not the owner gets a warning with the statement to run). After: "
-    "database p50 281 ms, p95 456 ms (50 runs, load average about 5 from other benchmarks; "
-    "186–212 ms p50 in the quieter moment), 4–5 times faster.",
-    "",
-    "**Still over the target**, because of what the query returns: a facility-day holds about "
-    "1,440 segments, and each has about 100 readings in its window (10 sensors x ~10 "
-    "minutes), so the answer is 114,000–174,000 rows. In the plan, about 40 % of the time "
-    "finds the facility's segments (a segment reaches its facility only through `transcripts` "
-    "and `audio_objects`, so the day's segments of all 20 facilities are visited, and no "
-    "index spans tables), about 30 % is the ~15,000 probes into `sensor_readings`, about 30 % "
-    "the sort of the answer. What would meet it is outside this change: a `facility_id` "
-    "column on `transcript_segments` (a schema change) would cut the first part; asking for "
-    "one sensor, or aggregates per segment, cuts the rest. The client then spends about 3–4 "
-    "µs per row on top to receive and decode the rows.",
-]
 
 
 def _p50(values: list[float]) -> float:
@@ -879,19 +837,24 @@ def run(quick: bool) -> str:
                 conn, "`segment_readings`, one facility-day", SEGMENT_READINGS_QUERY, days
             )
             print(f"  {_row(around, SEGMENT_READINGS_TARGET_MS)}", flush=True)
-            # The same query as PostgreSQL's default configuration runs it, which is how it
-            # ran before migration 0004: database time only, on fewer runs (each ~1 s).
-            conn.execute("SET jit = on")
-            with_jit = _time_query(
+            by_id = _time_query(
+                conn, "the same by `facility_id`", SEGMENT_READINGS_BY_ID_QUERY, days
+            )
+            print(f"  {_row(by_id, SEGMENT_READINGS_TARGET_MS)}", flush=True)
+            # The view as it was before migration 0006 (the facility through transcripts and
+            # audio_objects, the readings joined flat), on the same data, database time only.
+            conn.execute(BEFORE_0006_VIEW)
+            before = _time_query(
                 conn,
-                "the same with `jit = on` (before 0004)",
-                SEGMENT_READINGS_QUERY,
-                days[WARMUP_RUNS - 1 : WARMUP_RUNS + JIT_RUNS],
+                "the same through the view before 0006",
+                SEGMENT_READINGS_QUERY.replace(
+                    "FROM segment_readings", "FROM segment_readings_0005"
+                ),
+                days[WARMUP_RUNS - 1 : WARMUP_RUNS + BEFORE_RUNS],
                 client=False,
                 warmup=1,
             )
-            conn.execute("RESET jit")
-            print(f"  {_row(with_jit, SEGMENT_READINGS_TARGET_MS)}", flush=True)
+            print(f"  {_row(before, SEGMENT_READINGS_TARGET_MS)}", flush=True)
             hits = []
             for words in SEARCHES:
                 found = conn.execute(
@@ -904,6 +867,7 @@ def run(quick: bool) -> str:
             for timing, sql, params, target_ms in (
                 (fts, FTS_QUERY, searches, FTS_TARGET_MS),
                 (around, SEGMENT_READINGS_QUERY, days, SEGMENT_READINGS_TARGET_MS),
+                (by_id, SEGMENT_READINGS_BY_ID_QUERY, days, SEGMENT_READINGS_TARGET_MS),
             ):
                 if _p95(timing.database_ms) > target_ms:
                     slowest = timing.database_ms.index(max(timing.database_ms))
@@ -950,7 +914,8 @@ def run(quick: bool) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             _row(fts, FTS_TARGET_MS),
             _row(around, SEGMENT_READINGS_TARGET_MS),
-            _row(with_jit, SEGMENT_READINGS_TARGET_MS),
+            _row(by_id, SEGMENT_READINGS_TARGET_MS),
+            _row(before, SEGMENT_READINGS_TARGET_MS),
             "",
             "The full-text query is the documented form (`text_search @@ "
             "websearch_to_tsquery('english', …)`), newest first with the object key:",
@@ -963,7 +928,7 @@ def run(quick: bool) -> str:
             f"Beyond the database time, the client spends about {per_row_us:.1f} µs per row "
             "receiving and decoding the rows, so its time follows the size of the answer.",
             "",
-            *FINDINGS,
+            *findings(),
             "",
             "Reproduce: `make bench` (this section alone, printed: "
             "`python -m tests.bench.run --only sql_at_size`).",

@@ -177,6 +177,11 @@ class _Lockstep:
             self._ready.notify_all()
 
     def _generate(self, calls: list[_Call]) -> None:
+        # A batch taken before the caller stopped waiting is not decoded after it: the thread
+        # that took it may get the CPU again only seconds later (seen on a loaded machine).
+        with self._ready:
+            if self._cancelled:
+                raise Cancelled("the packed run was stopped")
         import ctranslate2
 
         features = ctranslate2.StorageView.from_array(
