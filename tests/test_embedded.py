@@ -77,6 +77,11 @@ def test_up_transcribes_a_plain_boto3_upload_within_30_s(tmp_path: Path) -> None
         output = up.communicate(timeout=60)[0].decode()
     assert up.returncode == 0, output
     assert "stopped" in output
+    # Its watcher runs the sweeper, comparing the queued jobs with what its Redis holds.
+    assert (
+        "the sweeper compares the queued jobs with Redis"
+        in (var / "logs" / "watch.log").read_text()
+    )
 
 
 def test_sql_is_read_only(db: Engine, migrated_db_url: str) -> None:

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from sqlalchemy.orm import Session
 
-from transcriber import __version__, demo_data, jobs, migrate
+from transcriber import __version__, demo_data, migrate
 from transcriber.clock import as_utc
 from transcriber.config import get_settings, redact_url
 from transcriber.console import byte_progress, count_progress, err, friendly_errors
@@ -342,6 +342,8 @@ def watch(wait: int) -> None:
     import signal
     import threading
 
+    from transcriber import sweeper
+    from transcriber.broker_queue import redis_queue
     from transcriber.ingest.watch import Watcher
 
     settings = get_settings()
@@ -354,6 +356,9 @@ def watch(wait: int) -> None:
     )
     engine = migrated_engine()
     publish = _publisher()
+    # The sweeper compares the broker's queue with the database: a queue lost with the broker
+    # is published again at the next sweep (on Redis; elsewhere by age, see jobs.sweep).
+    broker = redis_queue(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -361,11 +366,18 @@ def watch(wait: int) -> None:
         settings,
         engine,
         publish,
-        sweep=lambda: jobs.sweep(engine, settings, publish),
+        sweep=lambda: sweeper.sweep(engine, settings, publish, broker),
         wait_time_seconds=wait,
     )
     err.print(
         f"watching {settings.sqs_queue_url} for s3://{settings.s3_bucket}/{settings.s3_prefix}"
+    )
+    every = f"every {settings.sweep_interval_seconds} s"
+    err.print(
+        f"the sweeper compares the queued jobs with Redis queue {settings.queue!r} {every}"
+        if broker is not None
+        else f"the sweeper publishes jobs queued over {settings.requeue_after_seconds} s "
+        f"again {every} (a broker other than Redis cannot be compared)"
     )
     watcher.run(stop)
     err.print("watcher stopped")

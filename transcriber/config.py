@@ -199,7 +199,9 @@ class Settings(BaseSettings):
     worker; 0 means ``TASK_TIME_LIMIT`` + 300. Must be longer than ``TASK_TIME_LIMIT``."""
 
     requeue_after_seconds: int = Field(default=900, ge=10)
-    """The sweeper publishes a queued job again when no worker started it for this long."""
+    """On Redis, a message a worker has held reserved this long no longer counts as held by
+    the broker (its worker may be gone). With a broker the sweeper cannot read, it publishes a
+    queued job again when no worker started it for this long."""
 
     sweep_interval_seconds: int = Field(default=60, ge=1)
     """How often ``transcriber watch`` runs the sweeper."""

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, column, func, select, update
+from sqlalchemy import Connection, Engine, Select, column, func, select, update
 from sqlalchemy import table as table_clause
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -48,10 +49,13 @@ MAX_ERROR_MESSAGE = 2000
 # of 500 took 10, and over 50 now and then (tests/bench/jobs_at_size.py). What the cap costs:
 # after a broker lost every message, the queue is published again 200 jobs a minute, not at
 # once; but a worker that takes one of them claims up to PACK_MAX_CLIPS - 1 more short queued
-# jobs straight from the database, message or not.
+# jobs straight from the database, message or not. That is the rule for a broker the sweeper
+# cannot look into: on Redis, transcriber.sweeper compares the queue with the database and
+# publishes again, uncapped, what the broker lost, and nothing of a queue that is only long.
 SWEEP_BATCH = 200
 
 Publish = Callable[[Sequence[int]], None]
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -383,11 +387,13 @@ def retry(
 
 
 def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
-    """Publish again the jobs the queue seems to have lost: ``queued`` for longer than
-    ``REQUEUE_AFTER_SECONDS`` without a worker starting them (the :data:`SWEEP_BATCH` that
-    waited longest), and ``running`` with an expired lease or held by a process of this host
-    that no longer runs (their worker died). Publishing twice is harmless: only one worker
-    gets the lease."""
+    """Publish again the jobs the queue seems to have lost, judged by age alone: ``queued``
+    for longer than ``REQUEUE_AFTER_SECONDS`` without a worker starting them (the
+    :data:`SWEEP_BATCH` that waited longest), and the :func:`lapsed` running jobs.
+    Publishing twice is harmless: only one worker gets the lease.
+
+    The rule for a broker that cannot be looked into; ``transcriber.sweeper.sweep`` compares
+    a Redis broker's queue with the database instead."""
     now = utc_now()
     table = TranscriptionJob
     stale = (
@@ -401,14 +407,6 @@ def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
     )
     with engine.begin() as conn:
         ids = list(conn.execute(stale).scalars())
-        # Running jobs are as many as the workers hold (PACK_MAX_CLIPS each at most), so all
-        # of them are read. A holder that died on this host need not wait for its lease to
-        # expire: its task message may be gone too (a broker restarted without persistence).
-        running = conn.execute(
-            select(table.id, table.lease_owner, table.lease_expires_at).where(
-                table.status == "running"
-            )
-        ).all()
         if ids:
             # Restart the clock, so the next sweep does not publish them again at once.
             conn.execute(
@@ -416,14 +414,91 @@ def sweep(engine: Engine, settings: Settings, publish: Publish) -> list[int]:
                 .where(table.id.in_(ids), table.status == "queued")
                 .values(queued_at=now)
             )
-    ids += [
+    ids += lapsed(engine, now)
+    if ids:
+        publish(ids)
+    return ids
+
+
+def lapsed(engine: Engine, now: datetime | None = None) -> list[int]:
+    """The running jobs whose lease expired, or whose holder was a process of this host that
+    no longer runs: their worker died, and their task message may be gone with it."""
+    now = now or utc_now()
+    table = TranscriptionJob
+    # Running jobs are as many as the workers hold (PACK_MAX_CLIPS each at most), so all of
+    # them are read. A holder that died on this host need not wait for its lease to expire:
+    # its task message may be gone too (a broker restarted without persistence).
+    with engine.connect() as conn:
+        running = conn.execute(
+            select(table.id, table.lease_owner, table.lease_expires_at).where(
+                table.status == "running"
+            )
+        ).all()
+    return [
         job_id
         for job_id, holder, expires in running
         if expires is not None and (expires < now or _owner_is_dead(holder))
     ]
-    if ids:
-        publish(ids)
-    return ids
+
+
+def _in_bucket(query: Select[_T], bucket: str | None) -> Select[_T]:
+    if bucket is None:
+        return query
+    return query.join(AudioObject, AudioObject.id == TranscriptionJob.audio_object_id).where(
+        AudioObject.bucket == bucket
+    )
+
+
+def queued_since(engine: Engine, since: datetime, bucket: str | None = None) -> tuple[int, int]:
+    """Jobs queued now: how many were queued before ``since``, and how many since (of
+    objects of ``bucket``, or all)."""
+    table = TranscriptionJob
+    recent = _in_bucket(
+        select(func.count())
+        .select_from(table)
+        .where(table.status == "queued", table.queued_at >= since),
+        bucket,
+    )
+    if bucket is None and engine.dialect.name == "postgresql":
+        # The queued total from the trigger-kept counts: no count over a long queue's rows.
+        total = select(func.coalesce(func.sum(_COUNTS.c.delta), 0)).where(
+            _COUNTS.c.status == "queued"
+        )
+    else:
+        total = _in_bucket(
+            select(func.count()).select_from(table).where(table.status == "queued"), bucket
+        )
+    # One statement, so both counts are of one snapshot.
+    both = select(total.scalar_subquery(), recent.scalar_subquery())
+    with engine.connect() as conn:
+        everyone, newer = conn.execute(both).one()
+    return int(everyone) - int(newer), int(newer)
+
+
+def queued_ids(
+    engine: Engine, before: datetime, after_id: int, limit: int, bucket: str | None = None
+) -> list[int]:
+    """Up to ``limit`` ids of the jobs queued before ``before`` (of objects of ``bucket``,
+    or all), in id order after ``after_id``: a page of the queue, to walk it whole."""
+    table = TranscriptionJob
+    query = (
+        select(table.id)
+        .where(table.status == "queued", table.queued_at < before, table.id > after_id)
+        .order_by(table.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(_in_bucket(query, bucket)).scalars())
+
+
+def buckets(engine: Engine) -> tuple[str, str] | None:
+    """The first and last bucket names of the registered objects (an index lookup each):
+    the same when every job is of one bucket; None before the first object."""
+    with engine.connect() as conn:
+        first, last = conn.execute(
+            select(func.min(AudioObject.bucket), func.max(AudioObject.bucket))
+        ).one()
+    return None if first is None else (first, last)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from sqlalchemy import Engine
 
+from transcriber.broker_queue import RedisQueue, redis_queue
 from transcriber.clock import as_utc, utc_now
-from transcriber.config import get_settings
+from transcriber.config import Settings, get_settings
 from transcriber.console import friendly_errors
 from transcriber.jobs import list_jobs, retry, status
 from transcriber.migrate import migrated_engine
 from transcriber.schema import JOB_STATUSES
+from transcriber.sweeper import GRACE_SECONDS, compare
 
 
 def _when(value: datetime | None) -> str:
@@ -92,15 +95,54 @@ def retry_command(
 @click.pass_context
 @friendly_errors
 def status_command(ctx: click.Context) -> None:
-    """Jobs per state, messages waiting in the queue, and the age of the oldest queued job."""
-    summary = status(migrated_engine())
+    """Jobs per state, what the broker holds for them (and whether that agrees), and the age
+    of the oldest queued job."""
+    engine = migrated_engine()
+    summary = status(engine)
     for name in JOB_STATUSES:
         click.echo(f"{name:<11} {summary.counts[name]:>8}")
-    queue = get_settings().queue
-    click.echo(f"{'queue':<11} {_queue_depth(ctx, queue):>8}  (messages in {queue!r})")
+    settings = get_settings()
+    broker = redis_queue(settings)
+    if broker is None:
+        queue = settings.queue
+        click.echo(f"{'queue':<11} {_queue_depth(ctx, queue):>8}  (messages in {queue!r})")
+    else:
+        try:
+            _compare(engine, settings, broker)
+        finally:
+            broker.close()
     if summary.oldest_queued_at:
         age = utc_now() - summary.oldest_queued_at
         click.echo(f"oldest queued job waiting {int(age.total_seconds())} s")
+
+
+def _compare(engine: Engine, settings: Settings, broker: RedisQueue) -> None:
+    """The sweeper's comparison of the database's queue with the broker's, printed."""
+    found = compare(engine, settings, broker)
+    if found is None:
+        click.echo(f"{'queue':<11} {'?':>8}  (broker unreachable: {broker.last_error})")
+        return
+    reading = found.reading
+    click.echo(f"{'queue':<11} {reading.messages:>8}  (messages in {broker.queue!r})")
+    stale = f"; {reading.stale} more taken over {broker.stale_after_s:.0f} s ago"
+    click.echo(
+        f"{'reserved':<11} {reading.reserved:>8}  (taken by workers, not acknowledged"
+        f"{stale if reading.stale else ''})"
+    )
+    click.echo(f"broker      Redis, run_id {reading.run_id[:12]}, up {reading.uptime_s} s")
+    bucket = f" of bucket {found.bucket}" if found.bucket else ""
+    waiting = (
+        f"{found.waiting + found.recent} job(s){bucket} queued in the database "
+        f"({found.recent} in the last {GRACE_SECONDS} s)"
+    )
+    if found.missing:
+        click.echo(
+            f"DISAGREE    {waiting}, {reading.held} message(s) in the broker: at least "
+            f"{found.missing} lost; `transcriber watch` publishes them again at its next "
+            f"sweep (every {settings.sweep_interval_seconds} s)"
+        )
+    else:
+        click.echo(f"agree       {waiting}, {reading.held} message(s) in the broker")
 
 
 def _queue_depth(ctx: click.Context, queue: str) -> str:

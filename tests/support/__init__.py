@@ -13,6 +13,9 @@
 - :mod:`tests.support.reliability`: the fault marker's report (``figures``,
   ``--reliability-report``).
 - :mod:`tests.support.poison_worker`: a Celery app whose decoder kills its process.
+- :mod:`tests.support.broker`: task messages on a Redis queue, published and taken as the
+  service does (``TaskQueue``), for the sweeper's tests.
+- :mod:`tests.support.slow_worker`: a Celery app whose jobs each take two seconds and no model.
 - :mod:`tests.support.transcripts`: segments with word timings as Whisper gives them
   (``whisper_segment``), for the tests that save transcripts and their readings said.
 - :mod:`tests.support.demo_notes`: the demo's voice notes, what each says (the demo test's

@@ -26,7 +26,8 @@ PROMISES = {
     "P1": "One transcript per object version, however many events, scans, retries or redeliveries.",
     "P2": "`kill -9` of a worker mid-job: the job runs again and ends with exactly one transcript.",
     "P3": "Broker or database outage: jobs wait and complete afterwards; the scan re-finds "
-    "what events missed.",
+    "what events missed; a queue the broker lost is published again within a sweep interval, "
+    "a long one never.",
     "P4": "A poison file fails after `MAX_ATTEMPTS` with `error_category`, and never blocks "
     "other jobs.",
     "P5": "Bad input gets a clear error and nothing else breaks: empty, not audio, truncated, "
