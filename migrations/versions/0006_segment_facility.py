@@ -33,29 +33,22 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The view as 0001 made it but for where the facility comes from; the window and the columns
-# are 0001's (documented in the README; changing them takes a new migration).
-_WINDOW_S = 300
-_COLUMNS = """
-    s.id AS segment_id, s.transcript_id, t.job_id, t.audio_object_id,
-    f.id AS facility_id, f.code AS facility_code,
-    s.channel, s.starts_at, s.ends_at, s.text,
-    se.id AS sensor_id, se.code AS sensor_code, se.kind AS sensor_kind, se.unit AS sensor_unit,
-    r.ts AS reading_ts, r.value AS reading_value"""
-_READINGS_JOIN = "\nJOIN sensor_readings r ON r.sensor_id = se.id"
-_FROM = f"""
-FROM transcript_segments s
-JOIN transcripts t ON t.id = s.transcript_id
-JOIN facilities f ON f.id = s.facility_id
-JOIN sensors se ON se.facility_id = f.id{_READINGS_JOIN}"""
-_OLD_FROM = """
-FROM transcript_segments s
-JOIN transcripts t ON t.id = s.transcript_id
-JOIN audio_objects a ON a.id = t.audio_object_id
-JOIN facilities f ON f.id = a.facility_id
-JOIN sensors se ON se.facility_id = f.id
-JOIN sensor_readings r ON r.sensor_id = se.id"""
-
+# 0001's view, but for where the facility comes from; the window and the columns are 0001's
+# (documented in the README; changing them takes a new migration).
+_INITIAL = importlib.import_module("transcriber.migrations.versions.0001_initial")
+OLD_SEGMENT_READINGS: dict[str, str] = {
+    "postgresql": _INITIAL.SEGMENT_READINGS_POSTGRESQL,
+    "sqlite": _INITIAL.SEGMENT_READINGS_SQLITE,
+}
+_WINDOW_S: int = _INITIAL.SEGMENT_READINGS_WINDOW_S
+_THROUGH_AUDIO = (
+    "JOIN audio_objects a ON a.id = t.audio_object_id\nJOIN facilities f ON f.id = a.facility_id"
+)
+_OWN_FACILITY = "JOIN facilities f ON f.id = s.facility_id"
+_READINGS_JOIN = "JOIN sensor_readings r ON r.sensor_id = se.id\n"
+_WINDOW = f"""    AND r.ts >= s.starts_at - interval '{_WINDOW_S} seconds'
+    AND r.ts <= s.ends_at + interval '{_WINDOW_S} seconds'
+"""
 
 # PostgreSQL: the readings of a segment's window as a LATERAL subquery, fenced with OFFSET 0 so
 # that the planner keeps it a subquery. Joined flat, the window is two inequalities against
@@ -66,49 +59,26 @@ JOIN sensor_readings r ON r.sensor_id = se.id"""
 # ``facility_id``, a merge join over every reading of the facility's sensors (3.5 s where the
 # LATERAL form takes 0.14 s). Fenced, a window is estimated as a range (25 readings) and every
 # plan probes the primary key once per segment and sensor.
-_POSTGRESQL_READINGS = f"""
-JOIN LATERAL (
+_LATERAL_READINGS = f"""JOIN LATERAL (
     SELECT r.ts, r.value FROM sensor_readings r
     WHERE r.sensor_id = se.id
-      AND r.ts >= s.starts_at - interval '{_WINDOW_S} seconds'
-      AND r.ts <= s.ends_at + interval '{_WINDOW_S} seconds'
-    OFFSET 0
-) r ON true"""
-
-
-def segment_readings(dialect: str, source: str = _FROM) -> str:
-    """The ``CREATE VIEW`` of ``segment_readings`` for ``dialect``, the facility taken as
-    ``source`` says (the segment's own, or as 0001 took it through the audio object, which
-    is 0001's view exactly)."""
-    if dialect == "postgresql" and source == _FROM:
-        return f"""
-CREATE VIEW segment_readings AS
-SELECT {_COLUMNS},
-    EXTRACT(EPOCH FROM (r.ts - s.starts_at))::double precision AS offset_s
-{source.removesuffix(_READINGS_JOIN)}{_POSTGRESQL_READINGS}
-"""
-    if dialect == "postgresql":
-        return f"""
-CREATE VIEW segment_readings AS
-SELECT {_COLUMNS},
-    EXTRACT(EPOCH FROM (r.ts - s.starts_at))::double precision AS offset_s
-{source}
-    AND r.ts >= s.starts_at - interval '{_WINDOW_S} seconds'
-    AND r.ts <= s.ends_at + interval '{_WINDOW_S} seconds'
-"""
-    return f"""
-CREATE VIEW segment_readings AS
-SELECT {_COLUMNS},
-    (julianday(r.ts) - julianday(s.starts_at)) * 86400.0 AS offset_s
-{source}
-    AND r.ts >= strftime('%Y-%m-%d %H:%M:%f', s.starts_at, '-{_WINDOW_S} seconds')
-        || '000'
-    AND r.ts <= strftime('%Y-%m-%d %H:%M:%f', s.ends_at, '+{_WINDOW_S} seconds')
-        || '999'
+{_WINDOW.replace("    AND", "      AND")}    OFFSET 0
+) r ON true
 """
 
 
-OLD_SEGMENT_READINGS = {d: segment_readings(d, _OLD_FROM) for d in ("postgresql", "sqlite")}
+def segment_readings(dialect: str) -> str:
+    """The ``CREATE VIEW`` of ``segment_readings`` for ``dialect`` from 0006 on: 0001's, with
+    the segment's own facility and, on PostgreSQL, the readings as a LATERAL subquery."""
+    view = OLD_SEGMENT_READINGS[dialect]
+    for old, new in [(_THROUGH_AUDIO, _OWN_FACILITY)] + (
+        [(_READINGS_JOIN + _WINDOW, _LATERAL_READINGS)] if dialect == "postgresql" else []
+    ):
+        if old not in view:
+            raise AssertionError(f"0001's segment_readings changed: {old!r} not in it")
+        view = view.replace(old, new)
+    return view
+
 
 # The copy is the database's to keep: a segment written without it takes its audio object's
 # facility, and a change of an audio object's facility reaches its segments.
@@ -171,8 +141,7 @@ END
 
 def _fts_triggers() -> None:
     """SQLite: the triggers that keep transcript_segments_fts, as 0001 made them."""
-    initial = importlib.import_module("transcriber.migrations.versions.0001_initial")
-    for statement in initial.SQLITE_FTS[1:]:
+    for statement in _INITIAL.SQLITE_FTS[1:]:
         op.execute(statement)
 
 
